@@ -1,0 +1,1 @@
+"""Datasets: layout checks, manifests, image loading and the embedded synthetic generator."""

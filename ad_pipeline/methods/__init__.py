@@ -1,0 +1,1 @@
+"""Anomaly-detection methods behind one small interface (see ``base.AnomalyMethod``)."""

@@ -1,0 +1,27 @@
+"""The one explicit registry of methods: name -> implementing class (imported lazily)."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+
+from ad_pipeline.errors import UserError
+from ad_pipeline.methods.base import AnomalyMethod
+
+# name -> "module:Class". Methods with their own multi-stage recipe (UniAD, CSAD, PSAD) are
+# listed too: their stages drive them, but the names are validated here.
+METHODS: dict[str, str] = {
+}
+
+
+def method_names() -> list[str]:
+    return sorted(METHODS)
+
+
+def get_method(name: str) -> type[AnomalyMethod]:
+    if name not in METHODS:
+        close = difflib.get_close_matches(name, METHODS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise UserError(f"unknown method {name!r}.{hint} Valid methods: {', '.join(method_names())}")
+    module, cls = METHODS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
