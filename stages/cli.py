@@ -1,0 +1,90 @@
+"""The ``ad-pipeline`` command line (also ``python -m stages``). One command per DVC stage,
+plus the user tools (evaluate-maps, check-metrics, params). Stage modules are imported
+lazily so that ``--help`` is instant."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ad_pipeline.errors import UserError
+from stages.common import OPTIONS
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Reproducible industrial anomaly detection: DVC stages and tools.")
+
+
+@app.callback()
+def _global(
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="params file to read"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars (CI)"),
+) -> None:
+    OPTIONS.params_path = params
+    OPTIONS.quiet = quiet
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
+
+
+@app.command()
+def synthesize() -> None:
+    """Write the embedded synthetic datasets (deterministic from `seed`)."""
+    from stages import synthesize as stage
+
+    stage.run()
+
+
+@app.command()
+def prepare(dataset: str) -> None:
+    """Validate a dataset's layout and write its manifests."""
+    from stages import prepare as stage
+
+    stage.run(dataset)
+
+
+@app.command("run")
+def run_method(method: str, dataset: str) -> None:
+    """Fit and score one per-category method on a dataset (stage `<method>@<dataset>`)."""
+    from stages import run_method as stage
+
+    stage.run(method, dataset)
+
+
+@app.command()
+def evaluate(dataset: str) -> None:
+    """Evaluate every enabled method's dumps for a dataset (stage `evaluate@<dataset>`)."""
+    from stages import evaluate as stage
+
+    stage.run(dataset)
+
+
+@app.command()
+def summarize(out: Path = typer.Option(Path("metrics.json"), help="summary file")) -> None:
+    """Write the top-level metrics.json from the per-dataset metrics."""
+    from stages import summarize as stage
+
+    stage.run(out)
+
+
+@app.command("params")
+def show_params() -> None:
+    """Validate params.yaml and print the resolved values (defaults filled in)."""
+    import yaml
+
+    from stages.common import params as load
+
+    typer.echo(yaml.safe_dump(load().model_dump(mode="json"), sort_keys=False))
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as e:
+        typer.secho(f"error: {e.render()}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""What every stage shares: params, paths of the artifact contract, run context, meta.json."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ad_pipeline.data.manifest import Manifest
+from ad_pipeline.errors import ArtifactError
+from ad_pipeline.io import params_hash, read_json, write_json
+from ad_pipeline.meta import library_versions
+from ad_pipeline.methods.base import RunContext
+from stages.params import BaseParams, load_params
+
+ARTIFACTS = Path("artifacts")
+METRICS_DIR = Path("metrics")
+log = logging.getLogger("ad_pipeline")
+
+
+@dataclass
+class Options:
+    """Global CLI options (set by the typer callback)."""
+
+    params_path: Path = Path("params.yaml")
+    quiet: bool = False
+
+
+OPTIONS = Options()
+
+
+def params() -> BaseParams:
+    return load_params(OPTIONS.params_path)
+
+
+def manifest_dir(dataset: str) -> Path:
+    return ARTIFACTS / dataset / "manifest"
+
+
+def method_dir(dataset: str, method: str) -> Path:
+    return ARTIFACTS / dataset / method
+
+
+def load_manifests(dataset: str) -> list[Manifest]:
+    """The manifests written by ``prepare@<dataset>``, in category order."""
+    index_path = manifest_dir(dataset) / "index.json"
+    if not index_path.exists():
+        raise ArtifactError(f"no manifests for dataset {dataset!r}", path=manifest_dir(dataset),
+                            fix=f"run `dvc repro prepare@{dataset}` first")
+    index = read_json(index_path)
+    return [Manifest.load(manifest_dir(dataset) / f"{cat}.json") for cat in index["categories"]]
+
+
+def run_context(p: BaseParams, dataset: str, method: str | None = None, **upstream: Path) -> RunContext:
+    section = p.method(method) if method else None
+    backbone = getattr(section, "backbone", None) or p.backbone
+    return RunContext(
+        seed=p.seed,
+        device=p.device,
+        backbone=backbone,
+        pretrained=p.pretrained,
+        weights_dir=Path(p.weights_dir),
+        cache_dir=Path(p.cache_dir) if p.cache_dir else None,
+        progress=not OPTIONS.quiet,
+        dataset_format=p.datasets[dataset].format,
+        upstream_dirs=upstream,
+    )
+
+
+def write_meta(out_dir: Path, *, method: str, section: Any, ctx: RunContext, measured: dict, extra: dict) -> None:
+    """meta.json: method, backbone, weights mode, params hash, timings, library versions."""
+    cfg = section.model_dump(mode="json") if section is not None else {}
+    write_json(out_dir / "meta.json", {
+        "method": method,
+        "backbone": ctx.backbone,
+        "pretrained": ctx.pretrained,
+        "weights": extra.pop("weights", "n/a"),
+        "seed": ctx.seed,
+        "device": ctx.device,
+        "params": cfg,
+        "params_hash": params_hash(cfg | {"seed": ctx.seed, "backbone": ctx.backbone}),
+        **measured,
+        **extra,
+        "versions": library_versions(),
+    })

@@ -1,0 +1,61 @@
+"""Stage ``evaluate@<dataset>``: every enabled method's dumps → ``metrics/<dataset>.{json,md}``.
+
+The metrics live outside ``artifacts/<dataset>/`` because the stage depends on that whole
+directory (all method dumps); ``metrics/`` is git-tracked so ``dvc metrics show`` and
+``dvc exp show`` display it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ad_pipeline.io import atomic_path, read_json, read_scores, write_json
+from ad_pipeline.metrics.evaluate import evaluate_category, mean_over_categories
+from stages.common import METRICS_DIR, load_manifests, log, method_dir, params
+
+
+def method_weights(dump_root: Path, categories: list[str]) -> str:
+    """'pretrained' / 'random-init' (or 'mixed') from the methods' meta.json files."""
+    modes = {read_json(dump_root / c / "meta.json").get("weights", "n/a") for c in categories}
+    return modes.pop() if len(modes) == 1 else "mixed"
+
+
+def run(dataset: str) -> None:
+    p = params()
+    manifests = load_manifests(dataset)
+    categories = [m.category for m in manifests]
+    result: dict = {"dataset": dataset, "format": p.datasets[dataset].format, "methods": {}}
+    for method in p.methods_for(dataset) + extra_results(dataset):
+        root = method_dir(dataset, method)
+        per_cat = {}
+        for manifest in manifests:
+            scores, maps = read_scores(root / manifest.category, "test", manifest.fingerprint("test"))
+            per_cat[manifest.category] = evaluate_category(
+                manifest, scores, maps, aupro_limit=p.evaluate.aupro_limit, spro_limits=tuple(p.evaluate.spro_limits))
+        result["methods"][method] = {
+            "weights": method_weights(root, categories),
+            "mean": mean_over_categories(per_cat),
+            "categories": per_cat,
+        }
+        log.info("evaluate@%s: %s %s", dataset, method, result["methods"][method]["mean"])
+    write_json(METRICS_DIR / f"{dataset}.json", result)
+    with atomic_path(METRICS_DIR / f"{dataset}.md") as tmp:
+        tmp.write_text(markdown_table(result))
+
+
+def extra_results(dataset: str) -> list[str]:
+    """Result dirs written by multi-method stages (e.g. ``fused``) that are not in the registry."""
+    return [d for d in ("fused",) if (method_dir(dataset, d) / "meta.json").exists()]
+
+
+def markdown_table(result: dict) -> str:
+    """One table per method: categories × metrics, plus the mean row; weights mode on top."""
+    lines = [f"# {result['dataset']} ({result['format']})", ""]
+    for method, res in result["methods"].items():
+        keys = list(res["mean"])
+        lines += [f"## {method} — weights: {res['weights']}", "",
+                  "| category | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        for cat, vals in [*res["categories"].items(), ("**mean**", res["mean"])]:
+            lines.append(f"| {cat} | " + " | ".join(f"{100 * vals[k]:.2f}" for k in keys) + " |")
+        lines.append("")
+    return "\n".join(lines)

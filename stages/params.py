@@ -1,0 +1,157 @@
+"""The typed schema of params.yaml, checked whenever a stage loads it.
+
+An unknown or misspelt key is an error naming the key and suggesting the closest valid one;
+a wrong type names the key and the expected type. Method sections are each method's own
+``Config`` (paper defaults) plus ``datasets`` (where the method runs) and an optional
+``backbone`` override of the top-level one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+
+from ad_pipeline.errors import ParamsError
+from ad_pipeline.methods.registry import get_method, method_names
+
+FORMATS = ("mvtec_ad", "mvtec_loco", "visa", "btad", "folder")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class DatasetParams(Strict):
+    """One dataset: where it lives and how it is laid out."""
+
+    root: str
+    format: Literal["mvtec_ad", "mvtec_loco", "visa", "btad", "folder"]
+    categories: list[str] | Literal["all"] = "all"
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    raw_root: str | None = None  # VisA only: the raw archive tree converted into ``root``
+    published: str | None = None  # key of the published-numbers table shown beside ours in the report
+
+
+class SynthesizeParams(Strict):
+    out: str = "data/synthetic"
+
+
+class EvaluateParams(Strict):
+    aupro_limit: float = Field(0.3, gt=0.0, le=1.0)
+    spro_limits: list[float] = [0.01, 0.05, 0.1, 0.3, 1.0]
+
+
+class GateParams(Strict):
+    tolerance: float = Field(0.005, ge=0.0)
+
+
+def _pretrained(v: Any) -> Any:
+    # YAML reads `true`/`false` as booleans; the schema speaks strings.
+    return {True: "true", False: "false"}.get(v, v) if isinstance(v, bool) else v
+
+
+class BaseParams(Strict):
+    seed: int = 0
+    backbone: str = "efficientnet_lite0"
+    pretrained: Literal["auto", "true", "false"] = "auto"
+    weights_dir: str = "weights"
+    device: str = "cpu"
+    cache_dir: str | None = "artifacts/cache"
+    synthesize: SynthesizeParams = SynthesizeParams()
+    datasets: dict[str, DatasetParams]
+    evaluate: EvaluateParams = EvaluateParams()
+    gate: GateParams = GateParams()
+    summary_datasets: list[str] = []  # datasets whose metrics form the top-level metrics.json
+
+    _coerce_pretrained = field_validator("pretrained", mode="before")(_pretrained)
+
+    @model_validator(mode="after")
+    def _datasets_known(self) -> BaseParams:
+        for ref in self.summary_datasets:
+            _require_dataset(ref, self.datasets, "summary_datasets")
+        for name in method_names():
+            for ref in getattr(self, name).datasets:
+                _require_dataset(ref, self.datasets, f"{name}.datasets")
+        return self
+
+    def method(self, name: str) -> BaseModel:
+        return getattr(self, name)
+
+    def methods_for(self, dataset: str) -> list[str]:
+        return [m for m in method_names() if dataset in getattr(self, m).datasets]
+
+
+def _require_dataset(ref: str, datasets: dict, where: str) -> None:
+    if ref not in datasets:
+        close = difflib.get_close_matches(ref, datasets, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"{where} names unknown dataset {ref!r}.{hint} Known: {', '.join(datasets)}")
+
+
+@lru_cache(maxsize=1)
+def params_model() -> type[BaseParams]:
+    """BaseParams plus one section per registered method (built once, methods imported lazily)."""
+    sections: dict[str, Any] = {}
+    for name in method_names():
+        config = get_method(name).Config
+        extra: dict[str, Any] = {"datasets": (list[str], [])}
+        if "backbone" not in config.model_fields:
+            extra["backbone"] = (str | None, None)
+        section = create_model(f"{config.__qualname__}Section_{name}", __base__=config, **extra)
+        sections[name] = (section, section())
+    return create_model("Params", __base__=BaseParams, **sections)
+
+
+def load_params(path: str | Path = "params.yaml") -> BaseParams:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ParamsError("params file not found", path=path, fix="run from the repository root") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"not valid YAML ({e})", path=path) from None
+    model = params_model()
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        raise ParamsError(_explain(e, model), path=path, fix="correct the key(s) above in params.yaml") from None
+
+
+def _explain(error: ValidationError, model: type[BaseModel]) -> str:
+    lines = []
+    for err in error.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            valid = _fields_at(model, err["loc"][:-1])
+            close = difflib.get_close_matches(str(err["loc"][-1]), valid, n=1)
+            hint = f"; did you mean {'.'.join([*map(str, err['loc'][:-1]), close[0]])!r}?" if close else ""
+            lines.append(f"unknown key {loc!r}{hint} (valid here: {', '.join(sorted(valid))})")
+        elif err["type"] == "missing":
+            lines.append(f"missing key {loc!r}")
+        else:
+            lines.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
+    return "invalid params:\n  " + "\n  ".join(lines)
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the (nested) model at ``loc``; dict keys (dataset names) are skipped."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(str(part))
+        if field is None:
+            continue  # a dict key such as a dataset name
+        current = field.annotation
+        args = getattr(current, "__args__", None)
+        if args and not (isinstance(current, type) and issubclass(current, BaseModel)):
+            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            current = models[0] if models else current
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []

@@ -1,0 +1,76 @@
+"""Artifact I/O: atomic writes and manifest-checked score dumps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ad_pipeline.data.manifest import Manifest, Sample
+from ad_pipeline.errors import ArtifactError
+from ad_pipeline.io import atomic_dir, atomic_path, read_scores, write_scores
+
+
+def _manifest(names):
+    return Manifest("ds", "mvtec_ad", "cat", __import__("pathlib").Path("/r"),
+                    [Sample(f"test/good/{n}.png", "test", 0, "good") for n in names])
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_dir_keeps_old_output_when_interrupted(tmp_path):
+    final = tmp_path / "method"
+    with atomic_dir(final) as d:
+        (d / "a.txt").write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_dir(final) as d:
+            (d / "a.txt").write_text("new-but-incomplete")
+            raise KeyboardInterrupt
+    assert (final / "a.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["method"]
+    with atomic_dir(final) as d:
+        (d / "b.txt").write_text("complete")
+    assert sorted(p.name for p in final.iterdir()) == ["b.txt"]
+
+
+def test_scores_round_trip_and_stale_manifest(tmp_path):
+    m = _manifest(["000", "001", "002"])
+    scores = np.array([0.1, 0.5, 0.2], dtype=np.float32)
+    maps = np.random.default_rng(0).random((3, 4, 4)).astype(np.float32)
+    write_scores(tmp_path, "test", m.fingerprint("test"), scores, maps)
+    s, mp = read_scores(tmp_path, "test", m.fingerprint("test"))
+    np.testing.assert_array_equal(s, scores)
+    np.testing.assert_allclose(mp, maps.astype(np.float16))
+    reordered = _manifest(["001", "000", "002"])
+    with pytest.raises(ArtifactError, match="another manifest"):
+        read_scores(tmp_path, "test", reordered.fingerprint("test"))
+
+
+def test_garbage_scores_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="NaN"):
+        write_scores(tmp_path, "test", "fp", np.array([0.1, np.nan]), None)
+    assert not (tmp_path / "test_scores.npy").exists()
+
+
+def test_missing_dump_names_the_fix(tmp_path):
+    with pytest.raises(ArtifactError, match="dvc repro"):
+        read_scores(tmp_path, "test", "fp")
+
+
+def test_manifest_json_round_trip(tmp_path):
+    m = Manifest("ds", "mvtec_loco", "c", tmp_path, [
+        Sample("train/good/000.png", "train", 0, "good"),
+        Sample("test/logical_anomalies/000.png", "test", 1, "logical_anomalies",
+               ("ground_truth/logical_anomalies/000/000.png", "ground_truth/logical_anomalies/000/001.png")),
+    ], {"defects_config": "defects_config.json"})
+    m.save(tmp_path / "m.json")
+    back = Manifest.load(tmp_path / "m.json")
+    assert back == m
+    assert back.fingerprint("test") == m.fingerprint("test") != m.fingerprint("train")
