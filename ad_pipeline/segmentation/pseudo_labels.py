@@ -1,0 +1,157 @@
+"""Semantic pseudo-labels for one category (csad.md §1): proposer → descriptors → clusters → labels.
+
+``generate_pseudo_labels`` is what the ``pseudo_labels@`` stage calls; ``PseudoLabels.save``/
+``load`` give the on-disk layout the ``segmentor@`` stage reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, ConfigDict
+from tqdm import tqdm
+
+from ad_pipeline.data.images import load_mask, load_rgb
+from ad_pipeline.errors import ArtifactError
+from ad_pipeline.io import atomic_path, read_json, save_npy, write_json
+from ad_pipeline.segmentation.clustering import (
+    ComponentDescriptor,
+    area_histograms,
+    cluster_components,
+    component_crop,
+    describe_components,
+    filter_histograms,
+    relabel,
+)
+
+
+class PseudoLabelConfig(BaseModel):
+    """Knobs of §1 (defaults = the paper's breakfast_box settings)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    proposer: Literal["part_labels", "color", "grounded_sam"] = "grounded_sam"
+    min_component_px: int = 50  # proposer components must be larger
+    color_levels: int = 4  # ColorComponentsProposer bins per channel
+    min_area_frac: float = 0.001  # components below this share of the image get no descriptor
+    descriptor_backbone: str = "wide_resnet50_2"
+    descriptor_layer: str = "layer4"
+    n_rotations: int = 60
+    proj_dim: int = 512
+    projection_seed: int = 42
+    descriptor_batch: int = 8  # crops per CNN batch (× n_rotations images)
+    bandwidth: float = 3.5  # MeanShift, per category
+    min_members_ratio: float = 0.5  # clusters with fewer members than this × N images are dropped
+    min_cluster_frac: float = 0.1  # HDBSCAN min_cluster_size = int(frac · N)
+    min_class_area: float = 0.001
+    topk_ratio: float = 0.5
+    filter_hist: bool = True
+
+
+@dataclass
+class PseudoLabels:
+    """Per-image uint8 class maps (0 = background, 1..K) at original resolution, in ``paths`` order.
+
+    ``histograms`` [N,K] area fractions of the kept classes; ``good_indices`` the supervised
+    subset; ``info`` counts for logging (clusters found / kept, K, component-count mode).
+    """
+
+    paths: list[str]
+    label_maps: list[np.ndarray]
+    histograms: np.ndarray
+    good_indices: np.ndarray
+    info: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        """K + 1 (background included)."""
+        return self.histograms.shape[1] + 1
+
+    def save(self, out_dir: Path) -> None:
+        """``labels/<i:04d>.png``, ``histograms.npy``, ``good_indices.npy``, ``pseudo_labels.json``."""
+        out_dir = Path(out_dir)
+        (out_dir / "labels").mkdir(parents=True, exist_ok=True)
+        for i, m in enumerate(self.label_maps):
+            with atomic_path(out_dir / "labels" / f"{i:04d}.png") as tmp:
+                Image.fromarray(m).save(tmp, format="PNG")
+        save_npy(out_dir / "histograms.npy", self.histograms.astype(np.float32))
+        save_npy(out_dir / "good_indices.npy", self.good_indices.astype(np.int64))
+        write_json(out_dir / "pseudo_labels.json", {"paths": self.paths, "num_classes": self.num_classes, **self.info})
+
+    @classmethod
+    def load(cls, out_dir: Path) -> PseudoLabels:
+        out_dir = Path(out_dir)
+        meta = read_json(out_dir / "pseudo_labels.json")
+        try:
+            maps = [load_mask(out_dir / "labels" / f"{i:04d}.png") for i in range(len(meta["paths"]))]
+            hists = np.load(out_dir / "histograms.npy")
+            good = np.load(out_dir / "good_indices.npy")
+        except (FileNotFoundError, KeyError) as e:
+            raise ArtifactError(f"incomplete pseudo-label directory ({e})", path=out_dir,
+                                fix="re-run the pseudo_labels stage") from None
+        info = {k: v for k, v in meta.items() if k not in ("paths", "num_classes")}
+        return cls(list(meta["paths"]), maps, hists, good, info)
+
+    def check_paths(self, paths: Sequence[Path]) -> None:
+        """ArtifactError unless these labels were made for exactly ``paths`` in this order."""
+        if [str(p) for p in paths] != self.paths:
+            raise ArtifactError("pseudo-labels were made for other (or reordered) training images",
+                                fix="re-run the pseudo_labels stage for the current manifest")
+
+
+def generate_pseudo_labels(paths: Sequence[Path], proposer, descriptor: ComponentDescriptor, cfg: PseudoLabelConfig,
+                           *, progress: bool = True) -> PseudoLabels:
+    """Pseudo-label the training images ``paths`` (kept in the given order; pass them sorted).
+
+    Memory: the proposals (uint8, one byte per pixel per image) plus 65·65·3 bytes per
+    component crop are held at once; descriptors are computed in ``cfg.descriptor_batch`` chunks.
+    """
+    proposals, crops, owner, values = [], [], [], []
+    for i, path in enumerate(tqdm(paths, desc="proposals", disable=not progress)):
+        proposal = proposer.propose(Path(path))
+        image = np.asarray(load_rgb(path))
+        if image.shape[:2] != proposal.shape:
+            raise ArtifactError(f"proposal shape {proposal.shape} differs from image {image.shape[:2]}", path=path)
+        proposals.append(proposal)
+        counts = np.bincount(proposal.ravel(), minlength=256)
+        for v in np.flatnonzero(counts[1:] >= cfg.min_area_frac * proposal.size) + 1:
+            crop = component_crop(image, proposal == v)
+            if crop is not None:
+                crops.append(crop)
+                owner.append(i)
+                values.append(v)
+    n = len(paths)
+    crops_arr = np.stack(crops) if crops else np.zeros((0, 65, 65, 3), np.uint8)
+    desc = describe_components(descriptor, crops_arr, cfg.descriptor_batch)
+    owner_arr = np.asarray(owner, dtype=np.int64)
+    labels = cluster_components(desc, owner_arr, n, bandwidth=cfg.bandwidth, min_members_ratio=cfg.min_members_ratio)
+    kept_ids = np.unique(labels[labels >= 0])
+    dense = np.full(int(labels.max(initial=-1)) + 2, 0, dtype=np.uint8)
+    dense[kept_ids + 1] = np.arange(1, len(kept_ids) + 1)
+    cluster_maps = []
+    for i, proposal in enumerate(proposals):
+        lut = np.zeros(256, dtype=np.uint8)
+        mine = owner_arr == i
+        lut[np.asarray(values, dtype=np.int64)[mine]] = dense[labels[mine] + 1]
+        cluster_maps.append(lut[proposal])
+    hists = area_histograms(cluster_maps, len(kept_ids))
+    filt = filter_histograms(hists, min_cluster_frac=cfg.min_cluster_frac, min_class_area=cfg.min_class_area,
+                             topk_ratio=cfg.topk_ratio, largest_only=cfg.filter_hist)
+    label_maps = [relabel(c, filt.kept_classes) for c in cluster_maps]
+    n_comp = np.bincount(owner_arr, minlength=n)
+    info = {
+        "n_components": int(len(desc)),
+        "n_discarded_components": int((labels < 0).sum()),
+        "n_kept_clusters": int(len(kept_ids)),
+        "num_foreground_classes": int(len(filt.kept_classes)),
+        "component_num_mode": int(np.bincount(n_comp).argmax()) if n else 0,
+        "hdbscan_min_cluster_size": filt.min_cluster_size,
+        "n_good": int(len(filt.good_indices)),
+    }
+    return PseudoLabels([str(p) for p in paths], label_maps, hists[:, filt.kept_classes - 1].astype(np.float32),
+                        filt.good_indices, info)
