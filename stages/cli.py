@@ -61,6 +61,14 @@ def evaluate(dataset: str) -> None:
 
 
 @app.command()
+def fuse(dataset: str) -> None:
+    """Fuse the methods listed in `fuse.methods` (validation-only normalisation)."""
+    from stages import fuse as stage
+
+    stage.run(dataset)
+
+
+@app.command()
 def summarize(out: Path = typer.Option(Path("metrics.json"), help="summary file")) -> None:
     """Write the top-level metrics.json from the per-dataset metrics."""
     from stages import summarize as stage

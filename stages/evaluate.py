@@ -25,7 +25,7 @@ def run(dataset: str) -> None:
     manifests = load_manifests(dataset)
     categories = [m.category for m in manifests]
     result: dict = {"dataset": dataset, "format": p.datasets[dataset].format, "methods": {}}
-    for method in p.methods_for(dataset) + extra_results(dataset):
+    for method in p.methods_for(dataset):
         root = method_dir(dataset, method)
         per_cat = {}
         for manifest in manifests:
@@ -41,11 +41,6 @@ def run(dataset: str) -> None:
     write_json(METRICS_DIR / f"{dataset}.json", result)
     with atomic_path(METRICS_DIR / f"{dataset}.md") as tmp:
         tmp.write_text(markdown_table(result))
-
-
-def extra_results(dataset: str) -> list[str]:
-    """Result dirs written by multi-method stages (e.g. ``fused``) that are not in the registry."""
-    return [d for d in ("fused",) if (method_dir(dataset, d) / "meta.json").exists()]
 
 
 def markdown_table(result: dict) -> str:

@@ -46,6 +46,22 @@ class EvaluateParams(Strict):
     spro_limits: list[float] = [0.01, 0.05, 0.1, 0.3, 1.0]
 
 
+class FuseParams(Strict):
+    """Score fusion of several methods (``fuse@<dataset>``)."""
+
+    datasets: list[str] = []
+    methods: list[str] = []
+    normalization: Literal["trimmed_z", "z", "rank"] = "trimmed_z"
+    weights: list[float] | None = None
+    map_size: int = Field(256, gt=0)
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> FuseParams:
+        if self.weights is not None and len(self.weights) != len(self.methods):
+            raise ValueError(f"fuse.weights has {len(self.weights)} entries for {len(self.methods)} methods")
+        return self
+
+
 class GateParams(Strict):
     tolerance: float = Field(0.005, ge=0.0)
 
@@ -65,6 +81,7 @@ class BaseParams(Strict):
     synthesize: SynthesizeParams = SynthesizeParams()
     datasets: dict[str, DatasetParams]
     evaluate: EvaluateParams = EvaluateParams()
+    fuse: FuseParams = FuseParams()
     gate: GateParams = GateParams()
     summary_datasets: list[str] = []  # datasets whose metrics form the top-level metrics.json
 
@@ -77,13 +94,20 @@ class BaseParams(Strict):
         for name in method_names():
             for ref in getattr(self, name).datasets:
                 _require_dataset(ref, self.datasets, f"{name}.datasets")
+        for ref in self.fuse.datasets:
+            _require_dataset(ref, self.datasets, "fuse.datasets")
+        for name in self.fuse.methods:
+            if name not in method_names():
+                raise ValueError(f"fuse.methods names unknown method {name!r}; known: {', '.join(method_names())}")
         return self
 
     def method(self, name: str) -> BaseModel:
         return getattr(self, name)
 
     def methods_for(self, dataset: str) -> list[str]:
-        return [m for m in method_names() if dataset in getattr(self, m).datasets]
+        """Result names evaluated for a dataset: enabled methods, then ``fused`` if configured."""
+        names = [m for m in method_names() if dataset in getattr(self, m).datasets]
+        return names + (["fused"] if dataset in self.fuse.datasets else [])
 
 
 def _require_dataset(ref: str, datasets: dict, where: str) -> None:
