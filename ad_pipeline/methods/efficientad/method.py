@@ -1,0 +1,196 @@
+"""EfficientAD as an :class:`AnomalyMethod` (name "efficientad").
+
+Needs the ``efficientad_teacher`` stage's directory in ``ctx.upstream_dirs``. ``fit`` computes
+the teacher channel statistics on the training images, trains student + autoencoder,
+and takes the map quantiles on the validation images; ``save`` writes everything into
+``efficientad.pth`` (one state dict) + ``efficientad.json``, so ``load`` + ``score`` need
+nothing else. Maps are kept at image_size × image_size (the evaluator resizes to GT size).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+from tqdm import tqdm
+
+from ad_pipeline.errors import ArtifactError, UserError
+from ad_pipeline.io import atomic_path, read_json, write_json
+from ad_pipeline.methods.base import AnomalyMethod, MethodConfig, RunContext, Scores
+from ad_pipeline.methods.efficientad.autoencoder import check_image_size
+from ad_pipeline.methods.efficientad.data import PenaltyImages, load_uint8, load_unit, normalize, resolve_pretrain_images
+from ad_pipeline.methods.efficientad.maps import MapQuantiles, map_quantiles
+from ad_pipeline.methods.efficientad.model import EfficientADModel
+from ad_pipeline.methods.efficientad.pdn import ModelSize
+from ad_pipeline.methods.efficientad.teacher import load_teacher
+from ad_pipeline.methods.efficientad.train import TORCH_QUANTILE_LIMIT, teacher_statistics, train_student_autoencoder
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "efficientad.pth"
+CHECKPOINT_META = "efficientad.json"
+PENALTY_GRAYSCALE_P = 0.3
+
+
+class EfficientADConfig(MethodConfig):
+    """Defaults are the paper's settings; use tiny ``steps`` for smoke runs."""
+
+    model_size: ModelSize = "small"
+    steps: int = Field(70_000, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    batch_size: int = Field(1, ge=1)  # the paper's value is 1
+    pretrain_images: str | None = None  # generic images for the penalty loss; null → training images (flagged)
+    image_size: int = 256
+    device: str | None = None  # null → the run context's device
+    quantile_subsample: int = Field(TORCH_QUANTILE_LIMIT, ge=1000)  # cap on elements a quantile is taken over
+    score_batch_size: int = Field(8, ge=1)
+    progress: bool = True
+
+
+@contextlib.contextmanager
+def seeded_torch(seed: int) -> Iterator[None]:
+    """Seed torch's global RNG (weight init, dropout) inside the block; restore the caller's state after."""
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+        torch.manual_seed(seed)
+        yield
+
+
+def load_model(model_dir: Path) -> tuple[EfficientADModel, dict[str, Any]]:
+    """(model in eval mode, its json meta) from a directory written by :meth:`EfficientAD.save`."""
+    model_dir = Path(model_dir)
+    info = read_json(model_dir / CHECKPOINT_META)
+    model = EfficientADModel(info["model_size"], info["image_size"])
+    path = model_dir / CHECKPOINT
+    if not path.is_file():
+        raise ArtifactError("EfficientAD checkpoint missing", path=path, fix="re-run the efficientad stage")
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval(), info
+
+
+class EfficientAD(AnomalyMethod):
+    name = "efficientad"
+    Config = EfficientADConfig
+    requires = ("efficientad_teacher",)
+
+    def __init__(self, cfg: EfficientADConfig, ctx: RunContext):
+        super().__init__(cfg, ctx)
+        check_image_size(cfg.image_size)
+        self.model: EfficientADModel | None = None
+        self.info: dict[str, Any] = {}
+        self.losses: list[float] = []
+
+    @property
+    def device(self) -> str:
+        return self.cfg.device or self.ctx.device
+
+    def _teacher_dir(self) -> Path:
+        d = self.ctx.upstream_dirs.get("efficientad_teacher")
+        if d is None:
+            raise UserError("EfficientAD needs the efficientad_teacher stage's output directory",
+                            fix="run the efficientad_teacher stage and pass its dir as upstream_dirs['efficientad_teacher']")
+        return Path(d)
+
+    def fit(self, train: Sequence[Path], validation: Sequence[Path]) -> None:
+        cfg = self.cfg
+        if not train:
+            raise UserError("EfficientAD needs training images", fix="check the dataset's train/good folder")
+        if not validation:
+            raise UserError("EfficientAD needs validation images for map normalisation",
+                            fix="use a dataset with a validation split or a train/good hold-out (prepare stage)")
+        teacher = load_teacher(self._teacher_dir(), cfg.model_size)
+        penalty_paths, fallback = resolve_pretrain_images(cfg.pretrain_images, train)
+        gen = torch.Generator().manual_seed(self.ctx.seed)
+        with seeded_torch(self.ctx.seed):
+            model = EfficientADModel(cfg.model_size, cfg.image_size)
+            model.teacher.load_state_dict(teacher.pdn.state_dict())
+            model.to(self.device).eval()
+            images = load_uint8(train, cfg.image_size)
+            mean, std = teacher_statistics(model, images, cfg.score_batch_size, cfg.progress)
+            dead = int((std < 1e-12).sum())
+            if dead:
+                log.warning("%d teacher channels are constant on the training set; their std is clamped to 1e-12", dead)
+            model.teacher_mean.copy_(mean)
+            model.teacher_std.copy_(std.clamp_min(1e-12))
+            self.losses = train_student_autoencoder(
+                model, images, PenaltyImages(penalty_paths, cfg.image_size, PENALTY_GRAYSCALE_P),
+                steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size, gen=gen,
+                quantile_cap=cfg.quantile_subsample, progress=cfg.progress)
+        quantiles, degenerate = self._validation_quantiles(model, validation)
+        model.quantiles.copy_(quantiles.as_tensor())
+        self.model = model.cpu().eval()
+        self.info = {
+            "model_size": cfg.model_size, "image_size": cfg.image_size, "steps": cfg.steps, "seed": self.ctx.seed,
+            "quantiles": quantiles.to_dict(), "quantiles_degenerate": degenerate,
+            "pretrain_images_fallback": fallback, "n_train": len(train), "n_validation": len(validation),
+            "first_loss": self.losses[0], "final_loss": self.losses[-1], "teacher": teacher.meta,
+        }
+
+    @torch.no_grad()
+    def _validation_quantiles(self, model: EfficientADModel, paths: Sequence[Path]) -> tuple[MapQuantiles, dict[str, bool]]:
+        st, ae = [], []
+        for x in self._batches(paths, "validation maps"):
+            m_st, m_ae = model.raw_maps(x.to(self.device))
+            st.append(m_st.cpu().numpy())
+            ae.append(m_ae.cpu().numpy())
+        cap, seed = self.cfg.quantile_subsample, self.ctx.seed
+        st_a, st_b, st_bad = map_quantiles(np.concatenate(st), cap, seed)
+        ae_a, ae_b, ae_bad = map_quantiles(np.concatenate(ae), cap, seed)
+        return MapQuantiles(st_a, st_b, ae_a, ae_b), {"st": st_bad, "ae": ae_bad}
+
+    def _batches(self, paths: Sequence[Path], desc: str) -> Iterator[torch.Tensor]:
+        """Normalised image batches [b,3,S,S] of at most score_batch_size images."""
+        step = self.cfg.score_batch_size
+        for i in tqdm(range(0, len(paths), step), desc=desc, disable=not self.cfg.progress):
+            yield normalize(load_unit(paths[i:i + step], self.cfg.image_size))
+
+    def _require_model(self) -> EfficientADModel:
+        if self.model is None:
+            raise RuntimeError("EfficientAD is not fitted: call fit() or load() first")
+        return self.model
+
+    @torch.no_grad()
+    def score(self, images: Sequence[Path]) -> Scores:
+        """Scores float32 [N] (max of the map) and maps float32 [N,S,S] at image_size S."""
+        model = self._require_model().to(self.device)
+        maps, scores = [], []
+        for x in self._batches(images, "EfficientAD score"):
+            m, s = model(x.to(self.device))
+            maps.append(m[:, 0].cpu())
+            scores.append(s.cpu())
+        model.cpu()
+        size = self.cfg.image_size
+        all_maps = torch.cat(maps).numpy() if maps else np.zeros((0, size, size), np.float32)
+        all_scores = torch.cat(scores).numpy() if scores else np.zeros(0, np.float32)
+        if not np.all(np.isfinite(all_scores)):
+            raise FloatingPointError("EfficientAD produced non-finite scores (diverged training?)")
+        return Scores(all_scores.astype(np.float32), all_maps.astype(np.float32))
+
+    def save(self, model_dir: Path) -> None:
+        model = self._require_model()
+        model_dir = Path(model_dir)
+        with atomic_path(model_dir / CHECKPOINT) as tmp:
+            torch.save(model.state_dict(), tmp)
+        write_json(model_dir / CHECKPOINT_META, self.info)
+
+    @classmethod
+    def load(cls, model_dir: Path, cfg: EfficientADConfig, ctx: RunContext) -> EfficientAD:
+        model, info = load_model(model_dir)
+        if (info["model_size"], info["image_size"]) != (cfg.model_size, cfg.image_size):
+            raise ArtifactError(f"checkpoint is EfficientAD-{info['model_size']} at {info['image_size']}px but params ask "
+                                f"for {cfg.model_size} at {cfg.image_size}px", path=model_dir,
+                                fix="re-run the efficientad stage with the current params")
+        method = cls(cfg, ctx)
+        method.model, method.info = model, info
+        return method
+
+    def meta(self) -> dict[str, Any]:
+        teacher = self.info.get("teacher", {})
+        weights = "pretrained" if teacher.get("source") == "file" else teacher.get("target_weights", "unknown")
+        return {"weights": weights, **{k: v for k, v in self.info.items() if k != "teacher"}, "teacher": teacher}

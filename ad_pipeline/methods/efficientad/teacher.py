@@ -1,0 +1,251 @@
+"""The EfficientAD teacher: a PDN distilled from a PatchCore-style WRN-101-2 descriptor, or
+loaded from a checkpoint file.
+
+Teacher checkpoint files (``weights_dir`` or a teacher stage's output directory):
+``teacher_small.pth`` / ``teacher_medium.pth`` — a plain torch state dict of the PDN with
+integer keys ("0.weight", "0.bias", "3.weight", …), the layout of the public reference
+teachers (nelson1425/EfficientAD ``models/teacher_*.pth``); ``teacher.json`` beside it (written
+by :func:`save_teacher`) records how it was obtained.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ad_pipeline.data.images import IMAGENET_MEAN, IMAGENET_STD
+from ad_pipeline.errors import UserError
+from ad_pipeline.io import atomic_path, read_json, write_json
+from ad_pipeline.methods.base import MethodConfig, RunContext
+from ad_pipeline.methods.efficientad.data import (grayscale_where, load_unit, normalize, resolve_pretrain_images,
+                                                  shuffled_batches)
+from ad_pipeline.methods.efficientad.pdn import TEACHER_CHANNELS, PDN, ModelSize
+
+log = logging.getLogger(__name__)
+
+FeatureFn = Callable[[torch.Tensor, Sequence[str]], Mapping[str, torch.Tensor]]
+
+
+def teacher_file_name(size: ModelSize) -> str:
+    return f"teacher_{size}.pth"
+
+
+class TeacherConfig(MethodConfig):
+    """Params of the ``efficientad_teacher`` stage (defaults: the paper's distillation)."""
+
+    model_size: ModelSize = "small"
+    source: Literal["auto", "file", "distill"] = "auto"  # auto: weights_dir/teacher_<size>.pth if present, else distil
+    steps: int = 60_000
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    batch_size: int = 16
+    pretrain_images: str | None = None  # folder of generic images (ImageNet); null → the dataset's training images
+    image_size: int = 256  # PDN input (padding=True → image_size/4 output grid)
+    target_backbone: str = "wide_resnet101_2"
+    target_layers: tuple[str, ...] = ("layer2", "layer3")
+    target_image_size: int = 512  # backbone input; its first layer's grid must equal the PDN grid
+    target_layer_dim: int = 1024  # per-layer adaptive pooling size ("MeanMapper")
+    norm_images: int = 10_000  # images used for the target's channel mean/std
+    grayscale_p: float = 0.1
+    progress: bool = True
+
+
+@dataclass
+class TeacherState:
+    """A teacher PDN (weights only; load into padding=False for detection) and how it was made."""
+
+    pdn: PDN
+    size: ModelSize
+    meta: dict[str, Any] = field(default_factory=dict)
+    losses: list[float] = field(default_factory=list)  # per distillation step (not saved)
+
+
+class PatchDescriptorTarget(nn.Module):
+    """Backbone feature maps → PatchCore-style descriptor [B,out_dim,h,w] (h,w: first layer's grid).
+
+    Per layer: 3×3 neighbourhoods (unfold, padding 1) → C·9 values per position (channel-major),
+    deeper layers bilinearly resized to the first layer's grid, each vector adaptively
+    average-pooled to ``layer_dim``; the layer vectors are concatenated and pooled to
+    ``out_dim``. Memory: one image at a time, ≈ 4·h·w·C·9 bytes for the widest layer
+    (≈150 MB for WRN-101 layer3 at 512×512 input).
+    """
+
+    def __init__(self, features: FeatureFn, layers: Sequence[str], layer_dim: int = 1024,
+                 out_dim: int = TEACHER_CHANNELS):
+        super().__init__()
+        self.features = features
+        self.layers = tuple(layers)
+        self.layer_dim = layer_dim
+        self.out_dim = out_dim
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self._one(x[i:i + 1]) for i in range(x.shape[0])])
+
+    def _one(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.features(x, self.layers)
+        h, w = feats[self.layers[0]].shape[-2:]
+        pooled = []
+        for name in self.layers:
+            f = feats[name]
+            c, fh, fw = f.shape[1:]
+            patches = F.unfold(f, kernel_size=3, padding=1).view(1, c * 9, fh, fw)
+            if (fh, fw) != (h, w):
+                patches = F.interpolate(patches, size=(h, w), mode="bilinear", align_corners=False)
+            vectors = patches.flatten(2).transpose(1, 2).reshape(h * w, 1, c * 9)
+            pooled.append(F.adaptive_avg_pool1d(vectors, self.layer_dim))
+        stacked = torch.cat(pooled, dim=2)  # [h·w, 1, L·layer_dim]
+        out = F.adaptive_avg_pool1d(stacked, self.out_dim).view(h, w, self.out_dim)
+        return out.permute(2, 0, 1).unsqueeze(0)
+
+
+def channel_mean_std(maps: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (mean, std), each [1,C,1,1], over batches of equally sized maps [B,C,h,w].
+
+    mean = average over images of the spatial mean; std² = average over images of the
+    spatial mean of (f − mean)², computed in one pass as E[f²] − mean² in float64.
+    """
+    total = sq = None
+    n = 0
+    for m in maps:
+        m = m.double()
+        s, s2 = m.mean(dim=(2, 3)).sum(0), m.pow(2).mean(dim=(2, 3)).sum(0)
+        total, sq = (s, s2) if total is None else (total + s, sq + s2)
+        n += m.shape[0]
+    if n == 0:
+        raise ValueError("channel_mean_std needs at least one map")
+    mean = total / n
+    var = (sq / n - mean.pow(2)).clamp_min(0)
+    return mean.float().view(1, -1, 1, 1), var.sqrt().float().view(1, -1, 1, 1)
+
+
+def build_target(cfg: TeacherConfig, ctx: RunContext) -> tuple[PatchDescriptorTarget, Sequence[float], Sequence[float], str]:
+    """(target, backbone mean, backbone std, weights mode) from the backbone registry."""
+    from ad_pipeline.backbones import build_backbone
+
+    bb = build_backbone(cfg.target_backbone, pretrained=ctx.pretrained, weights_dir=ctx.weights_dir, seed=ctx.seed)
+    bb.model.eval()
+    target = PatchDescriptorTarget(bb, cfg.target_layers, cfg.target_layer_dim, TEACHER_CHANNELS)
+    return target, bb.spec.mean, bb.spec.std, bb.weights
+
+
+def distill_teacher(images: Sequence[Path], cfg: TeacherConfig, ctx: RunContext, *,
+                    target: PatchDescriptorTarget | None = None,
+                    target_norm: tuple[Sequence[float], Sequence[float]] | None = None) -> TeacherState:
+    """Distil a PDN (padding=True, 384 channels) from the normalised target descriptor.
+
+    ``images``: the generic (pretraining) images. ``target``/``target_norm`` default to the
+    registry backbone ``cfg.target_backbone`` and its input normalisation (injectable for tests).
+    Loss: MSE between PDN(image at image_size) and (target(image at target_image_size) − μ)/σ;
+    RandomGrayscale shared by both views; Adam; seeded from ``ctx.seed`` without touching
+    the caller's global RNG state.
+    """
+    if not images:
+        raise UserError("no images to distil the EfficientAD teacher from", fix="set pretrain_images to a folder of images")
+    weights = "injected"
+    if target is None:
+        target, mean, std, weights = build_target(cfg, ctx)
+    else:
+        mean, std = target_norm or (IMAGENET_MEAN, IMAGENET_STD)
+    gen = torch.Generator().manual_seed(ctx.seed)
+    images = list(images)
+
+    def target_of(x: torch.Tensor) -> torch.Tensor:
+        return target(normalize(x, mean, std).to(ctx.device))
+
+    stat_idx = torch.randperm(len(images), generator=gen)[: cfg.norm_images].tolist()
+    stat_batches = (target_of(load_unit([images[i] for i in stat_idx[j:j + cfg.batch_size]], cfg.target_image_size))
+                    for j in range(0, len(stat_idx), cfg.batch_size))
+    mu, sigma = channel_mean_std(tqdm(stat_batches, desc="teacher target stats", disable=not cfg.progress,
+                                      total=-(-len(stat_idx) // cfg.batch_size)))
+    sigma = sigma.clamp_min(1e-12)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ctx.seed)
+        pdn = PDN(cfg.model_size, TEACHER_CHANNELS, padding=True).to(ctx.device)
+    opt = torch.optim.Adam(pdn.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    batches = shuffled_batches(len(images), cfg.batch_size, gen)
+    pdn.train()
+    losses: list[float] = []
+    bar = tqdm(range(cfg.steps), desc=f"distil teacher ({cfg.model_size})", disable=not cfg.progress)
+    for _ in bar:
+        paths = [images[i] for i in next(batches).tolist()]
+        gray = torch.rand(len(paths), generator=gen) < cfg.grayscale_p
+        big = grayscale_where(load_unit(paths, cfg.target_image_size), gray)
+        small = grayscale_where(load_unit(paths, cfg.image_size), gray)
+        want = (target_of(big) - mu.to(ctx.device)) / sigma.to(ctx.device)
+        got = pdn(normalize(small).to(ctx.device))
+        if got.shape != want.shape:
+            raise UserError(f"teacher PDN output {tuple(got.shape[-2:])} does not match the target grid "
+                            f"{tuple(want.shape[-2:])}",
+                            fix="use target_image_size = 2 × image_size (512 for 256) with ResNet layer2 first")
+        loss = F.mse_loss(got, want)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    pdn = pdn.cpu().eval()
+    meta = {"source": "distilled", "steps": cfg.steps, "target_backbone": cfg.target_backbone,
+            "target_weights": weights, "n_images": len(images), "first_loss": losses[0] if losses else None,
+            "final_loss": losses[-1] if losses else None}
+    return TeacherState(pdn, cfg.model_size, meta, losses)
+
+
+def load_teacher_file(path: Path, size: ModelSize) -> PDN:
+    """A teacher state dict file → PDN(size, 384, padding=False); UserError for a wrong file."""
+    if not path.is_file():
+        raise UserError("teacher checkpoint not found", path=path,
+                        fix=f"place {teacher_file_name(size)} there (a PDN state dict) or run the efficientad_teacher stage")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        pdn = PDN(size, TEACHER_CHANNELS, padding=False)
+        pdn.load_state_dict(state)
+    except Exception as e:  # noqa: BLE001 — any unpickling / key / shape problem is a bad file
+        raise UserError(f"not a PDN-{size} teacher state dict ({type(e).__name__}: {str(e)[:200]})", path=path,
+                        fix=f"provide a torch state dict of a PDN-{size} with 384 output channels") from None
+    return pdn.eval()
+
+
+def obtain_teacher(cfg: TeacherConfig, ctx: RunContext, fallback_images: Sequence[Path]) -> TeacherState:
+    """The stage's entry point: load ``weights_dir/teacher_<size>.pth`` or distil a new teacher.
+
+    ``fallback_images`` are used when ``cfg.pretrain_images`` is null (recorded in meta).
+    """
+    file = Path(ctx.weights_dir) / teacher_file_name(cfg.model_size) if ctx.weights_dir else None
+    if cfg.source == "file" or (cfg.source == "auto" and file is not None and file.is_file()):
+        if file is None:
+            raise UserError("teacher source is 'file' but no weights_dir is set",
+                            fix=f"set weights_dir to the folder holding {teacher_file_name(cfg.model_size)}")
+        return TeacherState(load_teacher_file(file, cfg.model_size), cfg.model_size,
+                            {"source": "file", "file": str(file)})
+    images, fallback = resolve_pretrain_images(cfg.pretrain_images, fallback_images)
+    state = distill_teacher(images, cfg, ctx)
+    state.meta["pretrain_images_fallback"] = fallback
+    return state
+
+
+def save_teacher(state: TeacherState, out_dir: Path) -> Path:
+    """Write ``teacher_<size>.pth`` (state dict) and ``teacher.json``; return the .pth path."""
+    out_dir = Path(out_dir)
+    path = out_dir / teacher_file_name(state.size)
+    with atomic_path(path) as tmp:
+        torch.save(state.pdn.state_dict(), tmp)
+    write_json(out_dir / "teacher.json", {"model_size": state.size} | state.meta)
+    return path
+
+
+def load_teacher(teacher_dir: Path, size: ModelSize) -> TeacherState:
+    """Read a teacher directory written by :func:`save_teacher` (or holding a reference file)."""
+    teacher_dir = Path(teacher_dir)
+    meta_path = teacher_dir / "teacher.json"
+    meta = read_json(meta_path) if meta_path.exists() else {"source": "file"}
+    return TeacherState(load_teacher_file(teacher_dir / teacher_file_name(size), size), size, meta)
