@@ -1,0 +1,1 @@
+"""MuSc: zero-shot anomaly classification and segmentation by mutual scoring of unlabeled images."""
