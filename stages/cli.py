@@ -76,6 +76,14 @@ def summarize(out: Path = typer.Option(Path("metrics.json"), help="summary file"
     stage.run(out)
 
 
+@app.command()
+def report(out: Path = typer.Option(Path("report"), help="output folder")) -> None:
+    """Write the HTML + markdown results report (tables, ROC curves, overlays)."""
+    from stages import report as stage
+
+    stage.run(out)
+
+
 @app.command("params")
 def show_params() -> None:
     """Validate params.yaml and print the resolved values (defaults filled in)."""

@@ -24,7 +24,8 @@ def run(dataset: str) -> None:
     p = params()
     manifests = load_manifests(dataset)
     categories = [m.category for m in manifests]
-    result: dict = {"dataset": dataset, "format": p.datasets[dataset].format, "methods": {}}
+    result: dict = {"dataset": dataset, "format": p.datasets[dataset].format,
+                    "published": p.datasets[dataset].published, "methods": {}}
     for method in p.methods_for(dataset):
         root = method_dir(dataset, method)
         per_cat = {}

@@ -1,0 +1,1 @@
+"""The results report: tables beside published numbers, ROC curves and overlay images."""

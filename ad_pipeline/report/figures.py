@@ -1,0 +1,72 @@
+"""Report figures (matplotlib, Agg backend): ROC curves and input / ground truth / map overlays."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+from ad_pipeline.io import atomic_path  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+
+
+def roc_figure(labels: np.ndarray, scores: Mapping[str, np.ndarray], title: str, path: Path) -> None:
+    """Image-level ROC curves of several methods on one axis."""
+    fig, ax = plt.subplots(figsize=(3.6, 3.4))
+    for name, s in scores.items():
+        fpr, tpr, _ = roc_curve(labels, s)
+        ax.plot(fpr, tpr, label=name, lw=1.5)
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(fontsize=7, loc="lower right")
+    _save(fig, path)
+
+
+def overlay_figure(rows: Sequence[dict], title: str, path: Path) -> None:
+    """One row per case: input, ground truth, anomaly map over the input.
+
+    Each row: ``image`` uint8 [H,W,3], ``mask`` bool [H,W] or None, ``map`` float [H,W] (same
+    size as the image), ``caption`` str. Maps share one colour scale per figure.
+    """
+    vmin = min(float(r["map"].min()) for r in rows)
+    vmax = max(float(r["map"].max()) for r in rows)
+    fig, axes = plt.subplots(len(rows), 3, figsize=(6.3, 2.1 * len(rows)), squeeze=False)
+    for ax_row, r in zip(axes, rows):
+        ax_row[0].imshow(r["image"])
+        ax_row[0].set_title(r["caption"], fontsize=7, loc="left")
+        ax_row[1].imshow(r["mask"] if r["mask"] is not None else np.zeros(r["image"].shape[:2]), cmap="gray",
+                         vmin=0, vmax=1)
+        ax_row[1].set_title("ground truth", fontsize=7)
+        ax_row[2].imshow(r["image"])
+        ax_row[2].imshow(r["map"], cmap="jet", alpha=0.5, vmin=vmin, vmax=vmax)
+        ax_row[2].set_title("anomaly map", fontsize=7)
+        for ax in ax_row:
+            ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+
+
+def pick_cases(labels: np.ndarray, scores: np.ndarray) -> list[tuple[int, str]]:
+    """Best and worst cases: the most confident detection, the weakest detection (a miss, if any)
+    and the normal image with the highest score (the worst false alarm)."""
+    labels = np.asarray(labels)
+    anomalous = np.flatnonzero(labels == 1)
+    normal = np.flatnonzero(labels == 0)
+    cases = []
+    if anomalous.size:
+        cases.append((int(anomalous[np.argmax(scores[anomalous])]), "best: highest-scored anomaly"))
+        cases.append((int(anomalous[np.argmin(scores[anomalous])]), "worst: lowest-scored anomaly"))
+    if normal.size:
+        cases.append((int(normal[np.argmax(scores[normal])]), "worst: highest-scored normal image"))
+    return cases

@@ -1,0 +1,111 @@
+"""Render the results report as markdown and as one offline HTML page (inline CSS, images as
+relative files: no CDN, no scripts)."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+
+from ad_pipeline.report.published import PUBLISHED
+
+HEADLINE = {
+    "mvtec_loco": ["image_auroc_logical", "image_auroc_structural", "image_auroc_mean",
+                   "spro_logical", "spro_structural", "spro_mean"],
+    "default": ["image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap", "aupro"],
+}
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.2em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}
+.pub{color:#777;font-size:.85em}.warn{background:#fff3cd;border:1px solid #e0c060;padding:.4em .8em}
+.figs img{max-width:360px;margin:4px;border:1px solid #ddd}.overlays img{max-width:100%;border:1px solid #ddd}
+"""
+
+
+def columns(result: Mapping) -> list[str]:
+    """Headline metrics of the dataset's format that at least one method reports."""
+    wanted = HEADLINE.get(result["format"], HEADLINE["default"])
+    present = {k for res in result["methods"].values() for k in res["mean"]}
+    return [k for k in wanted if k in present]
+
+
+def _fmt(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.2f}"
+
+
+def weights_line(result: Mapping) -> str:
+    modes = {m: r["weights"] for m, r in result["methods"].items()}
+    random = sorted(m for m, w in modes.items() if w != "pretrained")
+    if not random:
+        return "weights: pretrained for every method"
+    return f"weights: RANDOM-INIT for {', '.join(random)} — numbers are not comparable to published ones"
+
+
+def _published(result: Mapping, method: str, key: str) -> float | None:
+    table = PUBLISHED.get(result.get("published") or "", {})
+    return table.get(method, {}).get(key)
+
+
+def render_markdown(results: Sequence[Mapping]) -> str:
+    out = ["# ad-pipeline results", ""]
+    for result in results:
+        cols = columns(result)
+        out += [f"## {result['dataset']} ({result['format']})", "", f"_{weights_line(result)}_", "",
+                "| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for method, res in result["methods"].items():
+            cells = []
+            for k in cols:
+                pub = _published(result, method, k)
+                cells.append(_fmt(res["mean"].get(k)) + (f" (pub. {_fmt(pub)})" if pub is not None else ""))
+            out.append(f"| {method} | " + " | ".join(cells) + " |")
+        out.append("")
+        for method, res in result["methods"].items():
+            out += [f"### {result['dataset']} / {method} per category", "",
+                    "| category | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+            for cat, vals in res["categories"].items():
+                out.append(f"| {cat} | " + " | ".join(_fmt(vals.get(k)) for k in cols) + " |")
+            out.append("")
+    return "\n".join(out)
+
+
+def _table_html(result: Mapping, rows: Mapping[str, Mapping], cols: list[str], method: str | None) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = []
+    for name, vals in rows.items():
+        cells = []
+        for k in cols:
+            pub = _published(result, method or name, k)
+            extra = f' <span class="pub">pub. {_fmt(pub)}</span>' if pub is not None and method is None else ""
+            cells.append(f"<td>{_fmt(vals.get(k))}{extra}</td>")
+        body.append(f"<tr><td>{html.escape(name)}</td>{''.join(cells)}</tr>")
+    first = "method" if method is None else "category"
+    return f"<table><tr><th>{first}</th>{head}</tr>{''.join(body)}</table>"
+
+
+def render_html(results: Sequence[Mapping], figures: Mapping[str, Mapping[str, list[str]]], generated: str) -> str:
+    """``figures[dataset][category]`` lists relative PNG paths (curves first, then overlays)."""
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>ad-pipeline results</title>"
+             f"<style>{CSS}</style></head><body><h1>ad-pipeline results</h1><p>generated {html.escape(generated)}</p>"]
+    for result in results:
+        ds = result["dataset"]
+        cols = columns(result)
+        warn = weights_line(result)
+        cls = "warn" if "RANDOM" in warn else ""
+        parts.append(f"<h2 id='{html.escape(ds)}'>{html.escape(ds)} ({html.escape(result['format'])})</h2>"
+                     f"<p class='{cls}'>{html.escape(warn)}</p>")
+        parts.append(_table_html(result, {m: r["mean"] for m, r in result["methods"].items()}, cols, None))
+        for method, res in result["methods"].items():
+            parts.append(f"<details><summary>{html.escape(method)} per category</summary>"
+                         f"<p class='{cls}'>weights: {html.escape(res['weights'])}</p>"
+                         f"{_table_html(result, res['categories'], cols, method)}</details>")
+        for cat, paths in figures.get(ds, {}).items():
+            curves = [p for p in paths if "/roc_" in p]
+            overlays = [p for p in paths if "/roc_" not in p]
+            parts.append(f"<h3>{html.escape(ds)} / {html.escape(cat)}</h3><div class='figs'>"
+                         + "".join(f"<img src='{html.escape(p)}' alt='{html.escape(p)}'>" for p in curves)
+                         + "</div><div class='overlays'>"
+                         + "".join(f"<img src='{html.escape(p)}' alt='{html.escape(p)}'>" for p in overlays)
+                         + "</div>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

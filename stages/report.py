@@ -1,0 +1,70 @@
+"""Stage ``report``: ``report/index.html`` (offline) and ``report/results.md`` with tables,
+ROC curves and best/worst overlay images for every dataset in ``summary_datasets``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+
+from ad_pipeline.data.images import load_mask, load_rgb
+from ad_pipeline.fusion import resize_maps
+from ad_pipeline.io import atomic_dir, read_json, read_scores
+from ad_pipeline.report.figures import overlay_figure, pick_cases, roc_figure
+from ad_pipeline.report.render import render_html, render_markdown
+from stages.common import METRICS_DIR, load_manifests, method_dir, params
+
+DISPLAY = 192  # overlay images are shown at this size (pixels, square)
+
+
+def run(out: Path = Path("report")) -> None:
+    p = params()
+    results = [read_json(METRICS_DIR / f"{ds}.json") for ds in p.summary_datasets]
+    with atomic_dir(out) as tmp:
+        (tmp / "img").mkdir()
+        figures = {r["dataset"]: _figures(r, tmp) for r in results}
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        (tmp / "index.html").write_text(render_html(results, figures, stamp))
+        (tmp / "results.md").write_text(render_markdown(results))
+
+
+def _figures(result: dict, out: Path) -> dict[str, list[str]]:
+    ds = result["dataset"]
+    figs: dict[str, list[str]] = {}
+    for manifest in load_manifests(ds):
+        cat = manifest.category
+        labels = np.array(manifest.labels("test"))
+        dumps = {m: read_scores(method_dir(ds, m) / cat, "test", manifest.fingerprint("test"))
+                 for m in result["methods"]}
+        paths = []
+        if 0 < labels.sum() < len(labels):
+            rel = f"img/roc_{ds}_{cat}.png"
+            roc_figure(labels, {m: d[0] for m, d in dumps.items()}, f"{ds} / {cat}: image ROC", out / rel)
+            paths.append(rel)
+        for method, (scores, maps) in dumps.items():
+            if maps is None:
+                continue
+            rel = f"img/cases_{ds}_{cat}_{method}.png"
+            overlay_figure(_cases(manifest, labels, scores, maps), f"{method} on {ds} / {cat}", out / rel)
+            paths.append(rel)
+        figs[cat] = paths
+    return figs
+
+
+def _cases(manifest, labels: np.ndarray, scores: np.ndarray, maps: np.ndarray) -> list[dict]:
+    samples = manifest.split("test")
+    rows = []
+    for idx, caption in pick_cases(labels, scores):
+        s = samples[idx]
+        image = np.asarray(load_rgb(manifest.root / s.path).resize((DISPLAY, DISPLAY)))
+        mask = None
+        if s.mask_paths:
+            union = np.zeros((DISPLAY, DISPLAY), dtype=bool)
+            for mp in s.mask_paths:
+                m = load_mask(manifest.root / mp) > 0
+                union |= resize_maps(m[None].astype(np.float32), (DISPLAY, DISPLAY))[0] >= 0.5
+            mask = union
+        rows.append({"image": image, "mask": mask, "map": resize_maps(maps[idx][None], (DISPLAY, DISPLAY))[0],
+                     "caption": f"{caption}: {Path(s.path).parent.name}/{Path(s.path).name}, score {scores[idx]:.3g}"})
+    return rows

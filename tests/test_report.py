@@ -1,0 +1,49 @@
+"""Report rendering: tables carry weights mode and published numbers; figures are written."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ad_pipeline.report.figures import overlay_figure, pick_cases, roc_figure
+from ad_pipeline.report.render import render_html, render_markdown
+
+RESULT = {
+    "dataset": "mvtec_ad", "format": "mvtec_ad", "published": "mvtec_ad",
+    "methods": {
+        "patchcore": {"weights": "pretrained", "mean": {"image_auroc": 0.9, "aupro": 0.8},
+                      "categories": {"bottle": {"image_auroc": 0.9, "aupro": 0.8}}},
+        "musc": {"weights": "random-init", "mean": {"image_auroc": 0.7},
+                 "categories": {"bottle": {"image_auroc": 0.7}}},
+    },
+}
+
+
+def test_markdown_has_ours_beside_published_and_weights_warning():
+    md = render_markdown([RESULT])
+    assert "| patchcore | 90.00 (pub. 99.16) | 80.00 (pub. 94.37) |" in md
+    assert "| musc | 70.00 (pub. 97.77) | – |" in md
+    assert "RANDOM-INIT for musc" in md
+    assert "| bottle | 90.00 | 80.00 |" in md
+
+
+def test_html_is_offline_and_lists_figures():
+    page = render_html([RESULT], {"mvtec_ad": {"bottle": ["img/roc_mvtec_ad_bottle.png", "img/cases_x.png"]}}, "now")
+    assert "<script" not in page and "http" not in page
+    assert "src='img/roc_mvtec_ad_bottle.png'" in page and "src='img/cases_x.png'" in page
+    assert "class='warn'" in page
+
+
+def test_pick_cases_best_and_worst():
+    labels = np.array([0, 0, 1, 1, 1])
+    scores = np.array([0.2, 0.6, 0.9, 0.1, 0.5])
+    assert pick_cases(labels, scores) == [
+        (2, "best: highest-scored anomaly"), (3, "worst: lowest-scored anomaly"),
+        (1, "worst: highest-scored normal image")]
+
+
+def test_figures_are_png_files(tmp_path):
+    roc_figure(np.array([0, 1, 0, 1]), {"a": np.array([0.1, 0.9, 0.2, 0.8])}, "t", tmp_path / "roc.png")
+    rows = [{"image": np.zeros((8, 8, 3), np.uint8), "mask": None, "map": np.random.rand(8, 8), "caption": "c"}]
+    overlay_figure(rows, "t", tmp_path / "ov.png")
+    for name in ("roc.png", "ov.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
