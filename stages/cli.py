@@ -84,6 +84,24 @@ def report(out: Path = typer.Option(Path("report"), help="output folder")) -> No
     stage.run(out)
 
 
+@app.command()
+def predict(
+    inputs: list[Path] = typer.Argument(..., help="image files and/or folders"),
+    method: str = typer.Option(..., help="method of the fitted model (patchcore, efficientad, puad, …)"),
+    model_dir: Path = typer.Option(..., help="artifacts/<dataset>/<method>/<category>"),
+    out: Path = typer.Option(..., help="output folder"),
+    device: str = typer.Option("cpu"),
+    weights_dir: Optional[Path] = typer.Option(None, help="local weights (if the model needs a backbone)"),
+    allow_resize: bool = typer.Option(False, help="accept images of another size than the training images"),
+) -> None:
+    """Score new images with a fitted model: maps, overlays, scores and decisions."""
+    from stages import predict as stage
+
+    summary = stage.run(method, model_dir, inputs, out, device, weights_dir, allow_resize)
+    typer.echo(f"{summary['images']} images scored, {summary['flagged']} flagged at threshold "
+               f"{summary['threshold']}; results in {out}")
+
+
 @app.command("params")
 def show_params() -> None:
     """Validate params.yaml and print the resolved values (defaults filled in)."""

@@ -78,6 +78,7 @@ class BaseParams(Strict):
     weights_dir: str = "weights"
     device: str = "cpu"
     cache_dir: str | None = "artifacts/cache"
+    threshold_quantile: float = Field(0.99, gt=0.0, le=1.0)  # predict's decision threshold on validation scores
     synthesize: SynthesizeParams = SynthesizeParams()
     datasets: dict[str, DatasetParams]
     evaluate: EvaluateParams = EvaluateParams()

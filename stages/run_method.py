@@ -6,7 +6,10 @@ meta.json) as one atomic directory: an interrupted run leaves the previous outpu
 
 from __future__ import annotations
 
-from ad_pipeline.io import atomic_dir, write_scores
+import numpy as np
+
+from ad_pipeline.data.images import image_size
+from ad_pipeline.io import atomic_dir, write_json, write_scores
 from ad_pipeline.meta import measured
 from ad_pipeline.methods.registry import get_method
 from ad_pipeline.seed import seed_everything
@@ -50,4 +53,16 @@ def run(method: str, dataset: str) -> None:
             write_scores(cat_dir, "test", manifest.fingerprint("test"), test.scores, test.maps)
             if val is not None:
                 write_scores(cat_dir, "validation", manifest.fingerprint("validation"), val.scores, val.maps)
-            write_meta(cat_dir, method=method, section=cfg, ctx=ctx, measured=timing, extra=model.meta())
+                write_json(cat_dir / "threshold.json", decision_threshold(val.scores, p.threshold_quantile))
+            extra = model.meta() | {
+                "image_size": list(image_size(manifest.paths("train" if not method_cls.zero_shot else "test")[0])),
+                "upstream": {k: str(v) for k, v in upstream.items()},
+            }
+            write_meta(cat_dir, method=method, section=cfg, ctx=ctx, measured=timing, extra=extra)
+
+
+def decision_threshold(validation_scores: np.ndarray, quantile: float) -> dict:
+    """The image-score threshold used by ``predict``: a quantile of the NORMAL validation scores
+    (so about ``1 − quantile`` of normal images are flagged)."""
+    return {"score_threshold": float(np.quantile(validation_scores, quantile)), "quantile": quantile,
+            "n_validation": int(len(validation_scores))}
