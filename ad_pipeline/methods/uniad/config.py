@@ -1,0 +1,59 @@
+"""UniAD params section. Defaults are the paper's MVTec AD unified setting (spec ``uniad.md``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ad_pipeline.methods.base import MethodConfig
+
+# timm efficientnet_b4 modules equal to the reference's flat MBConv block indices [1, 5, 9, 21]
+# (lukemelas numbering): channels [24, 32, 56, 160], strides [2, 4, 8, 16].
+EFFICIENTNET_B4_BLOCKS = ("blocks.0.1", "blocks.1.3", "blocks.2.3", "blocks.4.5")
+
+
+class DistributedConfig(BaseModel):
+    """``nproc_per_node`` > 1: the stage re-launches itself under torchrun with that many processes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    nproc_per_node: int = Field(1, ge=1)
+    backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto: nccl on CUDA, gloo on CPU
+
+
+class Config(MethodConfig):
+    backbone: str = "efficientnet_b4"  # fixed by the method; the top-level backbone param is ignored
+    image_size: int = Field(224, ge=32)
+    feature_blocks: list[str] = Field(default_factory=lambda: list(EFFICIENTNET_B4_BLOCKS), min_length=1)
+    hidden: int = Field(256, ge=2)
+    heads: int = Field(8, ge=1)
+    ffn: int = Field(1024, ge=1)
+    enc_layers: int = Field(4, ge=1)
+    dec_layers: int = Field(4, ge=1)
+    neighbor_size: int = Field(7, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    jitter_scale: float = Field(20.0, ge=0.0)
+    jitter_prob: float = Field(1.0, ge=0.0, le=1.0)
+    epochs: int = Field(1000, ge=1)
+    lr_step: int = Field(800, ge=1)
+    lr_gamma: float = Field(0.1, gt=0.0)
+    batch_size: int = Field(8, ge=1)  # per process; global batch = batch_size * nproc_per_node
+    lr: float = Field(1e-4, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    grad_clip: float = Field(0.1, gt=0.0)
+    checkpoint_every: int = Field(10, ge=1)  # epochs between checkpoints (and validation passes)
+    select: Literal["last", "validation"] = "last"
+    device: str | None = None  # None: the run context's device
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    num_workers: int = Field(4, ge=0)  # image-loading workers per process for feature extraction
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> Config:
+        if self.image_size % 16:
+            raise ValueError(f"image_size must be a multiple of 16 (stride of the deepest block), got {self.image_size}")
+        if self.hidden % 2 or self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be even and divisible by heads ({self.heads})")
+        if self.neighbor_size % 2 == 0:
+            raise ValueError(f"neighbor_size must be odd (a window centred on the query), got {self.neighbor_size}")
+        return self
