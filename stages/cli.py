@@ -52,6 +52,14 @@ def run_method(method: str, dataset: str) -> None:
     stage.run(method, dataset)
 
 
+@app.command("efficientad-teacher")
+def efficientad_teacher() -> None:
+    """Distil the EfficientAD PDN teacher (or load it from weights_dir)."""
+    from stages import efficientad_teacher as stage
+
+    stage.run()
+
+
 @app.command()
 def evaluate(dataset: str) -> None:
     """Evaluate every enabled method's dumps for a dataset (stage `evaluate@<dataset>`)."""

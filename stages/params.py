@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from ad_pipeline.errors import ParamsError
+from ad_pipeline.methods.efficientad.teacher import TeacherConfig
 from ad_pipeline.methods.registry import get_method, method_names
 
 FORMATS = ("mvtec_ad", "mvtec_loco", "visa", "btad", "folder")
@@ -83,6 +84,7 @@ class BaseParams(Strict):
     datasets: dict[str, DatasetParams]
     evaluate: EvaluateParams = EvaluateParams()
     fuse: FuseParams = FuseParams()
+    efficientad_teacher: TeacherConfig = TeacherConfig()
     gate: GateParams = GateParams()
     summary_datasets: list[str] = []  # datasets whose metrics form the top-level metrics.json
 
@@ -123,10 +125,11 @@ def params_model() -> type[BaseParams]:
     """BaseParams plus one section per registered method (built once, methods imported lazily)."""
     sections: dict[str, Any] = {}
     for name in method_names():
-        config = get_method(name).Config
+        method = get_method(name)
+        config = method.Config
         extra: dict[str, Any] = {"datasets": (list[str], [])}
-        if "backbone" not in config.model_fields:
-            extra["backbone"] = (str | None, None)
+        if method.pluggable_backbone and "backbone" not in config.model_fields:
+            extra["backbone"] = (str | None, None)  # overrides the top-level backbone for this method
         section = create_model(f"{config.__qualname__}Section_{name}", __base__=config, **extra)
         sections[name] = (section, section())
     return create_model("Params", __base__=BaseParams, **sections)

@@ -60,6 +60,7 @@ class AnomalyMethod(abc.ABC):
     Config: ClassVar[type[MethodConfig]]
     zero_shot: ClassVar[bool] = False
     requires: ClassVar[tuple[str, ...]] = ()  # upstream stages whose model dirs it reads
+    pluggable_backbone: ClassVar[bool] = False  # follows the top-level `backbone` param
 
     def __init__(self, cfg: MethodConfig, ctx: RunContext):
         self.cfg = cfg

@@ -11,6 +11,7 @@ from ad_pipeline.methods.base import AnomalyMethod
 # name -> "module:Class". Methods with their own multi-stage recipe (UniAD, CSAD, PSAD) are
 # listed too: their stages drive them, but the names are validated here.
 METHODS: dict[str, str] = {
+    "efficientad": "ad_pipeline.methods.efficientad.method:EfficientAD",
 }
 
 
