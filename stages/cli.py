@@ -44,6 +44,14 @@ def prepare(dataset: str) -> None:
     stage.run(dataset)
 
 
+@app.command("convert-visa")
+def convert_visa(dataset: str = typer.Argument("visa")) -> None:
+    """Convert the raw VisA archive (1cls split) into an MVTec-style tree with 0/255 masks."""
+    from stages import convert_visa as stage
+
+    stage.run(dataset)
+
+
 @app.command("run")
 def run_method(method: str, dataset: str) -> None:
     """Fit and score one per-category method on a dataset (stage `<method>@<dataset>`)."""
