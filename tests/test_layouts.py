@@ -317,10 +317,11 @@ def test_corrupt_image_found_only_when_decoding(tmp_path):
     cat = make_mvtec(tmp_path)
     good = (cat / "test/good/001.png").read_bytes()
     (cat / "test/good/001.png").write_bytes(good[: len(good) // 2])  # header intact, pixels truncated
+    (cat / "test/scratch/001.png").write_bytes(good[: len(good) // 2])  # later in manifest order
     assert len(build(tmp_path, check_images=False).samples) == 15
     with pytest.raises(LayoutError, match="unreadable or corrupt image") as e:
         build(tmp_path)
-    assert "test/good/001.png" in str(e.value)
+    assert "test/good/001.png" in str(e.value)  # the first bad file in manifest order, despite threads
 
 
 def test_loco_unknown_pixel_value(tmp_path):

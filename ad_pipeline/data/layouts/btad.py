@@ -6,7 +6,7 @@ from ad_pipeline.data.layouts.common import LayoutSpec
 
 SPEC = LayoutSpec(
     name="btad",
-    source="BTAD (BTech_Dataset_transformed.zip)",
+    how_to_get="download BTAD and extract BTech_Dataset_transformed.zip",
     good="ok",
     image_exts=(".bmp", ".png"),
     mask_exts=(".bmp", ".png"),

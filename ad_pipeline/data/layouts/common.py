@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,12 +37,12 @@ class LayoutSpec:
     ``mask_folders``: LOCO style, ``ground_truth/<type>/<stem>/*.png`` (one PNG per channel).
     ``validation_folder``: ``validation/<good>`` exists; otherwise part of train is held out.
     ``mask_values``: reads the allowed non-zero mask values from the category folder (LOCO).
-    ``extras``: copied into ``Manifest.extras``. ``sketch``/``source``: shown in errors.
+    ``extras``: copied into ``Manifest.extras``. ``sketch``/``how_to_get``: shown in errors.
     """
 
     name: str
     sketch: str
-    source: str
+    how_to_get: str
     good: str = "good"
     image_exts: tuple[str, ...] = (".png",)
     mask_exts: tuple[str, ...] = (".png",)
@@ -78,7 +80,7 @@ def missing_dataset_error(spec: LayoutSpec, root: Path) -> LayoutError:
     return LayoutError(
         what,
         path=root,
-        fix=f"get {spec.source}, extract it so that each category is a folder directly in {root} "
+        fix=f"{spec.how_to_get}, so that each category is a folder directly in {root} "
         f"(or point the dataset's `root` in params.yaml at it); {spec.layout_hint()}",
     )
 
@@ -253,19 +255,30 @@ def _check_mask_sizes(cat: Path, samples: list[Sample]) -> None:
                           fix="masks must have the size of their image; re-export them at full resolution")
 
 
+def _decode_file(path: Path, allowed: frozenset[int] | None) -> None:
+    """Fully decode one image or mask; with ``allowed``, the mask's non-zero values must be in it."""
+    if allowed is None:
+        open_image(path)
+        return
+    values = set(np.unique(load_mask(path)).tolist()) - {0}
+    if not values <= allowed:
+        raise LayoutError(f"mask has pixel value(s) {sorted(values - allowed)} not in defects_config.json "
+                          f"(known: {sorted(allowed)})", path=path,
+                          fix="fix the mask or add its defect type to defects_config.json")
+
+
 def _decode_all(cat: Path, samples: list[Sample], allowed: frozenset[int] | None, progress: bool) -> None:
-    """Fully decode every image and mask (one at a time: memory bounded by the largest file);
-    with ``allowed``, every mask's non-zero values must be in it."""
-    files = [(s.path, False) for s in samples] + [(m, True) for s in samples for m in s.mask_paths]
-    for rel, is_mask in tqdm(files, desc=f"checking {cat.name}", unit="file", disable=not progress):
-        if not (is_mask and allowed is not None):
-            open_image(cat / rel)
-            continue
-        values = set(np.unique(load_mask(cat / rel)).tolist()) - {0}
-        if not values <= allowed:
-            raise LayoutError(f"mask has pixel value(s) {sorted(values - allowed)} not in defects_config.json "
-                              f"(known: {sorted(allowed)})", path=cat / rel,
-                              fix="fix the mask or add its defect type to defects_config.json")
+    """Decode every image and mask of the manifest on a thread pool (PIL releases the GIL while
+    decoding); results are consumed in manifest order, so the first bad file in that order is
+    reported. Memory: one decoded file per worker thread."""
+    jobs = [(cat / s.path, None) for s in samples] + [(cat / m, allowed) for s in samples for m in s.mask_paths]
+    pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
+    try:
+        results = pool.map(lambda job: _decode_file(*job), jobs)
+        for _ in tqdm(results, total=len(jobs), desc=f"checking {cat.name}", unit="file", disable=not progress):
+            pass
+    finally:
+        pool.shutdown(cancel_futures=True)  # after an error, do not decode the rest
 
 
 def build_manifest(spec: LayoutSpec, dataset: str, root: Path, category: str, *, val_fraction: float = 0.1,

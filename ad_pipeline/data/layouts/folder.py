@@ -10,7 +10,7 @@ from ad_pipeline.data.layouts.common import IMAGE_EXTS, LayoutSpec
 
 SPEC = LayoutSpec(
     name="folder",
-    source="your images",
+    how_to_get="copy your images",
     image_exts=IMAGE_EXTS,
     mask_exts=IMAGE_EXTS,
     mask_suffixes=("_mask", ""),

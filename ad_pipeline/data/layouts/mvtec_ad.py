@@ -6,7 +6,8 @@ from ad_pipeline.data.layouts.common import LayoutSpec
 
 SPEC = LayoutSpec(
     name="mvtec_ad",
-    source="MVTec AD (mvtec_anomaly_detection.tar.xz from https://www.mvtec.com/company/research/datasets/mvtec-ad)",
+    how_to_get="download MVTec AD from https://www.mvtec.com/company/research/datasets/mvtec-ad and extract "
+    "mvtec_anomaly_detection.tar.xz",
     sketch="""  <root>/<category>/
     train/good/000.png ...
     test/good/000.png ...

@@ -43,8 +43,8 @@ def known_pixel_values(category_dir: Path) -> frozenset[int]:
 
 SPEC = LayoutSpec(
     name="mvtec_loco",
-    source="MVTec LOCO AD (mvtec_loco_anomaly_detection.tar.xz from "
-    "https://www.mvtec.com/company/research/datasets/mvtec-loco)",
+    how_to_get="download MVTec LOCO AD from https://www.mvtec.com/company/research/datasets/mvtec-loco and "
+    "extract mvtec_loco_anomaly_detection.tar.xz",
     mask_folders=True,
     validation_folder=True,
     mask_values=known_pixel_values,

@@ -27,7 +27,8 @@ _CLASS_FOLDER = {"normal": "good", "anomaly": "bad"}
 
 SPEC = LayoutSpec(
     name="visa",
-    source="VisA converted by `prepare` from the raw archive (VisA_20220922.tar) with convert_visa",
+    how_to_get="extract VisA_20220922.tar into the dataset's raw_root and run prepare, which converts it "
+    "(convert_visa)",
     image_exts=(".jpg", ".jpeg", ".png"),
     mask_suffixes=("",),
     sketch="""  <root>/<object>/
