@@ -1,14 +1,14 @@
 """The CI regression gate: pass, drop beyond tolerance, disappeared, new, non-numeric leaves."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
 from ad_pipeline.errors import ArtifactError
 from ad_pipeline.metrics.gate import DROPPED, IMPROVED, MISSING, NEW, OK, compare_metrics, flatten_metrics
-from stages.check_metrics import check_metrics
+from stages.check_metrics import check_metrics, check_metrics_command
 
 BASE = {"dataset": "synthetic", "methods": {"patchcore": {"weights": "random-init", "mean": {"image_auroc": 0.90,
                                                                                             "aupro": 0.80}}},
@@ -63,11 +63,12 @@ def test_gate_missing_file_is_a_clear_error(tmp_path):
         check_metrics(tmp_path / "nope.json", _write(tmp_path / "b.json", BASE))
 
 
-def test_command_exit_code(tmp_path, repo):
+def test_command_exit_code(tmp_path):
     current = json.loads(json.dumps(BASE))
     current["methods"]["patchcore"]["mean"]["aupro"] = 0.5
-    proc = subprocess.run([sys.executable, "-m", "stages.check_metrics", str(_write(tmp_path / "a.json", BASE)),
-                           str(_write(tmp_path / "b.json", current)), "--tolerance", "0.01"],
-                          cwd=repo, capture_output=True, text=True)
-    assert proc.returncode == 1, proc.stderr
-    assert DROPPED in proc.stdout
+    app = typer.Typer()
+    app.command()(check_metrics_command)
+    args = [str(_write(tmp_path / "a.json", BASE)), str(_write(tmp_path / "b.json", current))]
+    failed = CliRunner().invoke(app, [*args, "--tolerance", "0.01"])
+    assert failed.exit_code == 1 and DROPPED in failed.output
+    assert CliRunner().invoke(app, [*args, "--tolerance", "0.5"]).exit_code == 0
