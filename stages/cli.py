@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from ad_pipeline.errors import UserError
-from stages.common import OPTIONS
+from stages.options import OPTIONS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Reproducible industrial anomaly detection: DVC stages and tools.")
@@ -126,6 +126,33 @@ def show_params() -> None:
     from stages.common import params as load
 
     typer.echo(yaml.safe_dump(load().model_dump(mode="json"), sort_keys=False))
+
+
+@app.command("evaluate-maps")
+def evaluate_maps(
+    format: str = typer.Option(..., help="mvtec_ad or mvtec_loco"),
+    dataset_root: Path = typer.Option(..., help="dataset root holding <category>/test and ground_truth"),
+    category: str = typer.Option(..., help="category folder name, e.g. bottle"),
+    anomaly_maps: Path = typer.Option(..., help="DIR with <category>/test/<type>/<stem>.tiff (or .npy/.png) maps"),
+    integration_limit: Optional[float] = typer.Option(None, help="FPR limit (default 0.3 AUPRO, 0.05 sPRO)"),
+    output: Optional[Path] = typer.Option(None, help="write the metrics JSON here"),
+) -> None:
+    """Evaluate anomaly maps from any tool exactly like the official MVTec AD / LOCO evaluators."""
+    from stages.evaluate_maps import evaluate_maps as run
+
+    run(format, dataset_root, category, anomaly_maps, integration_limit, output)
+
+
+@app.command("check-metrics")
+def check_metrics(
+    baseline: Path = typer.Option(..., help="baseline metrics JSON (the committed metrics.json)"),
+    current: Path = typer.Option(..., help="metrics JSON of this run"),
+    tolerance: float = typer.Option(0.005, help="allowed drop per metric (absolute)"),
+) -> None:
+    """CI regression gate: fail if any metric dropped by more than the tolerance or disappeared."""
+    from stages.check_metrics import check_metrics as run
+
+    raise typer.Exit(run(baseline, current, tolerance))
 
 
 def main() -> None:

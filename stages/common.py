@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,22 +11,12 @@ from ad_pipeline.errors import ArtifactError
 from ad_pipeline.io import params_hash, read_json, write_json
 from ad_pipeline.meta import library_versions
 from ad_pipeline.methods.base import RunContext
+from stages.options import OPTIONS
 from stages.params import BaseParams, load_params
 
 ARTIFACTS = Path("artifacts")
 METRICS_DIR = Path("metrics")
 log = logging.getLogger("ad_pipeline")
-
-
-@dataclass
-class Options:
-    """Global CLI options (set by the typer callback)."""
-
-    params_path: Path = Path("params.yaml")
-    quiet: bool = False
-
-
-OPTIONS = Options()
 
 
 def params() -> BaseParams:
