@@ -69,6 +69,14 @@ def efficientad_teacher() -> None:
 
 
 @app.command()
+def uniad(dataset: str) -> None:
+    """Train one UniAD model for all categories of a dataset and write per-category dumps."""
+    from stages import uniad as stage
+
+    stage.run(dataset)
+
+
+@app.command()
 def evaluate(dataset: str) -> None:
     """Evaluate every enabled method's dumps for a dataset (stage `evaluate@<dataset>`)."""
     from stages import evaluate as stage
