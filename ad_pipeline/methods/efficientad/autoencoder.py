@@ -1,9 +1,10 @@
 """EfficientAD's autoencoder: image [B,3,H,W] → 1×1×64 bottleneck → [B,384,h,w].
 
-Decoder resize targets follow the general formula for a square input of side H (a multiple
-of 64, H ≥ 256: the encoder's final k8 conv needs an 8×8 input, so smaller inputs crash):
+Decoder resize targets follow the general formula for a square input of side H:
 H/64−1, H/32, H/16−1, H/8, H/4−1, H/2−1, then H/4−8 (PDN without padding) or H/4 (with padding); each k4/p2 conv grows the map by one pixel. For H=256: 3, 8, 15, 32, 63,
-127 → 56.
+127 → 56. For H ≥ 256 this is the paper's network (the encoder's last conv has kernel 8).
+Smaller inputs (H a multiple of 32, ≥ 64; smoke tests only) shrink that kernel to H/32 so the
+bottleneck stays 1×1 (the reference network crashes there) and clamp the first target to ≥ 1.
 """
 
 from __future__ import annotations
@@ -19,17 +20,17 @@ BOTTLENECK = 64
 
 
 def check_image_size(image_size: int) -> None:
-    if image_size < 256 or image_size % 64:
-        raise UserError(f"EfficientAD image_size must be a multiple of 64 and at least 256, got {image_size}",
-                        fix="set image_size to 256 (the paper's value) or another multiple of 64 ≥ 256")
+    if image_size < 64 or image_size % 32:
+        raise UserError(f"EfficientAD image_size must be a multiple of 32 and at least 64, got {image_size}",
+                        fix="set image_size to 256 (the paper's value)")
 
 
-def _encoder() -> nn.Sequential:
+def _encoder(image_size: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     channels = [3, 32, 32, 64, 64, 64]
     for cin, cout in zip(channels[:-1], channels[1:]):
         layers += [nn.Conv2d(cin, cout, 4, stride=2, padding=1), nn.ReLU()]
-    layers.append(nn.Conv2d(BOTTLENECK, BOTTLENECK, 8))  # H/32 → H/32−7: 8×8 → 1×1 for H=256
+    layers.append(nn.Conv2d(BOTTLENECK, BOTTLENECK, min(8, image_size // 32)))  # 8×8 → 1×1 for H=256
     return nn.Sequential(*layers)
 
 
@@ -55,8 +56,8 @@ class Autoencoder(nn.Module):
         super().__init__()
         check_image_size(image_size)
         h = image_size
-        self.encoder = _encoder()
-        self.up = nn.ModuleList(_UpBlock(s, dropout) for s in (h // 64 - 1, h // 32, h // 16 - 1, h // 8,
+        self.encoder = _encoder(image_size)
+        self.up = nn.ModuleList(_UpBlock(s, dropout) for s in (max(1, h // 64 - 1), h // 32, h // 16 - 1, h // 8,
                                                                 h // 4 - 1, h // 2 - 1))
         self.out_size = pdn_output_size(image_size, padding)
         self.head = nn.Sequential(nn.Conv2d(BOTTLENECK, BOTTLENECK, 3, padding=1), nn.ReLU(),

@@ -51,6 +51,8 @@ class EfficientADConfig(MethodConfig):
     device: str | None = None  # null → the run context's device
     quantile_subsample: int = Field(TORCH_QUANTILE_LIMIT, ge=1000)  # cap on elements a quantile is taken over
     score_batch_size: int = Field(8, ge=1)
+    channels: int = Field(384, ge=1)  # must match the teacher; < 384 / width_divisor > 1 only for smoke tests
+    width_divisor: int = Field(1, ge=1)
     progress: bool = True
 
 
@@ -66,7 +68,7 @@ def load_model(model_dir: Path) -> tuple[EfficientADModel, dict[str, Any]]:
     """(model in eval mode, its json meta) from a directory written by :meth:`EfficientAD.save`."""
     model_dir = Path(model_dir)
     info = read_json(model_dir / CHECKPOINT_META)
-    model = EfficientADModel(info["model_size"], info["image_size"])
+    model = EfficientADModel(info["model_size"], info["image_size"], info["channels"], info["width_divisor"])
     path = model_dir / CHECKPOINT
     if not path.is_file():
         raise ArtifactError("EfficientAD checkpoint missing", path=path, fix="re-run the efficientad stage")
@@ -105,10 +107,15 @@ class EfficientAD(AnomalyMethod):
             raise UserError("EfficientAD needs validation images for map normalisation",
                             fix="use a dataset with a validation split or a train/good hold-out (prepare stage)")
         teacher = load_teacher(self._teacher_dir(), cfg.model_size)
+        shape = (teacher.pdn.out_channels, teacher.pdn.width_divisor)
+        if shape != (cfg.channels, cfg.width_divisor):
+            raise UserError(f"the teacher has channels={shape[0]}, width_divisor={shape[1]} but the efficientad params "
+                            f"ask for {cfg.channels}, {cfg.width_divisor}", path=self._teacher_dir(),
+                            fix="use the same channels / width_divisor for the teacher and efficientad stages")
         penalty_paths, fallback = resolve_pretrain_images(cfg.pretrain_images, train)
         gen = torch.Generator().manual_seed(self.ctx.seed)
         with seeded_torch(self.ctx.seed):
-            model = EfficientADModel(cfg.model_size, cfg.image_size)
+            model = EfficientADModel(cfg.model_size, cfg.image_size, cfg.channels, cfg.width_divisor)
             model.teacher.load_state_dict(teacher.pdn.state_dict())
             model.to(self.device).eval()
             images = load_uint8(train, cfg.image_size)
@@ -126,7 +133,8 @@ class EfficientAD(AnomalyMethod):
         model.quantiles.copy_(quantiles.as_tensor())
         self.model = model.cpu().eval()
         self.info = {
-            "model_size": cfg.model_size, "image_size": cfg.image_size, "steps": cfg.steps, "seed": self.ctx.seed,
+            "model_size": cfg.model_size, "image_size": cfg.image_size, "channels": cfg.channels,
+            "width_divisor": cfg.width_divisor, "steps": cfg.steps, "seed": self.ctx.seed,
             "quantiles": quantiles.to_dict(), "quantiles_degenerate": degenerate,
             "pretrain_images_fallback": fallback, "n_train": len(train), "n_validation": len(validation),
             "first_loss": self.losses[0], "final_loss": self.losses[-1], "teacher": teacher.meta,
@@ -182,9 +190,10 @@ class EfficientAD(AnomalyMethod):
     @classmethod
     def load(cls, model_dir: Path, cfg: EfficientADConfig, ctx: RunContext) -> EfficientAD:
         model, info = load_model(model_dir)
-        if (info["model_size"], info["image_size"]) != (cfg.model_size, cfg.image_size):
-            raise ArtifactError(f"checkpoint is EfficientAD-{info['model_size']} at {info['image_size']}px but params ask "
-                                f"for {cfg.model_size} at {cfg.image_size}px", path=model_dir,
+        keys = ("model_size", "image_size", "channels", "width_divisor")
+        if [info[k] for k in keys] != [getattr(cfg, k) for k in keys]:
+            raise ArtifactError(f"checkpoint has {[info[k] for k in keys]} but params ask for "
+                                f"{[getattr(cfg, k) for k in keys]} ({', '.join(keys)})", path=model_dir,
                                 fix="re-run the efficientad stage with the current params")
         method = cls(cfg, ctx)
         method.model, method.info = model, info

@@ -13,33 +13,47 @@ from torch import nn
 from ad_pipeline.methods.efficientad.autoencoder import Autoencoder
 from ad_pipeline.methods.efficientad.maps import (MapQuantiles, combine_maps, normalise_map, raw_maps,
                                                   to_working_resolution)
-from ad_pipeline.methods.efficientad.pdn import STUDENT_CHANNELS, TEACHER_CHANNELS, PDN, ModelSize
+from ad_pipeline.methods.efficientad.pdn import TEACHER_CHANNELS, PDN, ModelSize
 
 
 class EfficientADModel(nn.Module):
-    """Teacher/student/autoencoder of one size; forward: [B,3,H,W] → (map [B,1,H,W], score [B])."""
+    """Teacher/student/autoencoder of one size; forward: [B,3,H,W] → (map [B,1,H,W], score [B]).
 
-    def __init__(self, size: ModelSize, image_size: int = 256):
+    ``channels`` (teacher; the student has twice as many) and ``width_divisor`` default to the
+    paper's network; smaller values only make tiny smoke-test models.
+    """
+
+    def __init__(self, size: ModelSize, image_size: int = 256, channels: int = TEACHER_CHANNELS,
+                 width_divisor: int = 1):
         super().__init__()
         self.size = size
         self.image_size = image_size
-        self.teacher = PDN(size, TEACHER_CHANNELS, padding=False).requires_grad_(False)
-        self.student = PDN(size, STUDENT_CHANNELS, padding=False)
-        self.autoencoder = Autoencoder(image_size, TEACHER_CHANNELS, padding=False)
-        self.register_buffer("teacher_mean", torch.zeros(1, TEACHER_CHANNELS, 1, 1))
-        self.register_buffer("teacher_std", torch.ones(1, TEACHER_CHANNELS, 1, 1))
+        self.teacher = PDN(size, channels, padding=False, width_divisor=width_divisor).requires_grad_(False)
+        self.student = PDN(size, 2 * channels, padding=False, width_divisor=width_divisor)
+        self.autoencoder = Autoencoder(image_size, channels, padding=False)
+        self.register_buffer("teacher_mean", torch.zeros(1, channels, 1, 1))
+        self.register_buffer("teacher_std", torch.ones(1, channels, 1, 1))
         self.register_buffer("quantiles", MapQuantiles().as_tensor())  # st_a, st_b, ae_a, ae_b
 
     def teacher_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised teacher output T̂ [B,384,h,w]."""
+        """Normalised teacher output T̂ [B,C,h,w]."""
         return (self.teacher(x) - self.teacher_mean) / self.teacher_std
+
+    def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(T̂ [B,C,h,w], S [B,2C,h,w], A [B,C,h,w]); C = 384 for the paper's network."""
+        return self.teacher_features(x), self.student(x), self.autoencoder(x)
 
     def raw_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(M_ST, M_AE), each [B,1,h,w] at PDN resolution, before quantile normalisation."""
-        return raw_maps(self.teacher_features(x), self.student(x), self.autoencoder(x))
+        return raw_maps(*self.outputs(x))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m_st, m_ae = self.raw_maps(x)
+        return self.map_and_score(*self.outputs(x))
+
+    def map_and_score(self, t_hat: torch.Tensor, student: torch.Tensor,
+                      ae: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Network outputs → (combined map [B,1,H,W] at image_size, score [B] = its max)."""
+        m_st, m_ae = raw_maps(t_hat, student, ae)
         q = self.quantiles
         m = combine_maps(normalise_map(m_st, q[0], q[1]), normalise_map(m_ae, q[2], q[3]))
         m = to_working_resolution(m, self.image_size)

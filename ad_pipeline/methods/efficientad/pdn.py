@@ -17,29 +17,35 @@ from typing import Literal
 from torch import nn
 
 ModelSize = Literal["small", "medium"]
-TEACHER_CHANNELS = 384
-STUDENT_CHANNELS = 2 * TEACHER_CHANNELS  # local (teacher-imitating) half + global (AE-imitating) half
+TEACHER_CHANNELS = 384  # the student has twice as many: teacher-imitating half + AE-imitating half
 
 
 class PDN(nn.Sequential):
-    """PDN-Small or PDN-Medium: [B,3,H,W] → [B,out_channels,H/4-8,W/4-8] (H/4 with padding)."""
+    """PDN-Small or PDN-Medium: [B,3,H,W] → [B,out_channels,H/4-8,W/4-8] (H/4 with padding).
 
-    def __init__(self, size: ModelSize, out_channels: int = TEACHER_CHANNELS, padding: bool = False):
+    ``width_divisor`` > 1 divides the hidden widths (128/256/512) — not the paper's network,
+    only for tiny smoke-test models.
+    """
+
+    def __init__(self, size: ModelSize, out_channels: int = TEACHER_CHANNELS, padding: bool = False,
+                 width_divisor: int = 1):
         p = 1 if padding else 0
+        w1, w2 = (128 // width_divisor, 256 // width_divisor) if size == "small" else (256 // width_divisor,
+                                                                                     512 // width_divisor)
         if size == "small":
             layers = [
-                nn.Conv2d(3, 128, 4, padding=3 * p), nn.ReLU(), nn.AvgPool2d(2, 2, padding=p),
-                nn.Conv2d(128, 256, 4, padding=3 * p), nn.ReLU(), nn.AvgPool2d(2, 2, padding=p),
-                nn.Conv2d(256, 256, 3, padding=p), nn.ReLU(),
-                nn.Conv2d(256, out_channels, 4),
+                nn.Conv2d(3, w1, 4, padding=3 * p), nn.ReLU(), nn.AvgPool2d(2, 2, padding=p),
+                nn.Conv2d(w1, w2, 4, padding=3 * p), nn.ReLU(), nn.AvgPool2d(2, 2, padding=p),
+                nn.Conv2d(w2, w2, 3, padding=p), nn.ReLU(),
+                nn.Conv2d(w2, out_channels, 4),
             ]
         elif size == "medium":
             layers = [
-                nn.Conv2d(3, 256, 4, padding=3 * p), nn.ReLU(), nn.AvgPool2d(2, 2, padding=p),
-                nn.Conv2d(256, 512, 4, padding=3 * p), nn.ReLU(), nn.AvgPool2d(2, 2, padding=p),
-                nn.Conv2d(512, 512, 1), nn.ReLU(),
-                nn.Conv2d(512, 512, 3, padding=p), nn.ReLU(),
-                nn.Conv2d(512, out_channels, 4), nn.ReLU(),
+                nn.Conv2d(3, w1, 4, padding=3 * p), nn.ReLU(), nn.AvgPool2d(2, 2, padding=p),
+                nn.Conv2d(w1, w2, 4, padding=3 * p), nn.ReLU(), nn.AvgPool2d(2, 2, padding=p),
+                nn.Conv2d(w2, w2, 1), nn.ReLU(),
+                nn.Conv2d(w2, w2, 3, padding=p), nn.ReLU(),
+                nn.Conv2d(w2, out_channels, 4), nn.ReLU(),
                 nn.Conv2d(out_channels, out_channels, 1),
             ]
         else:
@@ -48,6 +54,7 @@ class PDN(nn.Sequential):
         self.size = size
         self.out_channels = out_channels
         self.padding = padding
+        self.width_divisor = width_divisor
 
 
 def pdn_output_size(image_size: int, padding: bool) -> int:

@@ -55,6 +55,8 @@ class TeacherConfig(MethodConfig):
     target_layer_dim: int = 1024  # per-layer adaptive pooling size ("MeanMapper")
     norm_images: int = 10_000  # images used for the target's channel mean/std
     grayscale_p: float = 0.1
+    channels: int = TEACHER_CHANNELS  # smaller values / width_divisor > 1: tiny smoke-test teachers only
+    width_divisor: int = 1
     progress: bool = True
 
 
@@ -133,14 +135,14 @@ def build_target(cfg: TeacherConfig, ctx: RunContext) -> tuple[PatchDescriptorTa
 
     bb = build_backbone(cfg.target_backbone, pretrained=ctx.pretrained, weights_dir=ctx.weights_dir, seed=ctx.seed)
     bb.model.eval()
-    target = PatchDescriptorTarget(bb, cfg.target_layers, cfg.target_layer_dim, TEACHER_CHANNELS)
+    target = PatchDescriptorTarget(bb, cfg.target_layers, cfg.target_layer_dim, cfg.channels)
     return target, bb.spec.mean, bb.spec.std, bb.weights
 
 
 def distill_teacher(images: Sequence[Path], cfg: TeacherConfig, ctx: RunContext, *,
                     target: PatchDescriptorTarget | None = None,
                     target_norm: tuple[Sequence[float], Sequence[float]] | None = None) -> TeacherState:
-    """Distil a PDN (padding=True, 384 channels) from the normalised target descriptor.
+    """Distil a PDN (padding=True, ``cfg.channels`` = 384 channels) from the normalised target descriptor.
 
     ``images``: the generic (pretraining) images. ``target``/``target_norm`` default to the
     registry backbone ``cfg.target_backbone`` and its input normalisation (injectable for tests).
@@ -170,7 +172,7 @@ def distill_teacher(images: Sequence[Path], cfg: TeacherConfig, ctx: RunContext,
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ctx.seed)
-        pdn = PDN(cfg.model_size, TEACHER_CHANNELS, padding=True).to(ctx.device)
+        pdn = PDN(cfg.model_size, cfg.channels, padding=True, width_divisor=cfg.width_divisor).to(ctx.device)
     opt = torch.optim.Adam(pdn.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batches = shuffled_batches(len(images), cfg.batch_size, gen)
     pdn.train()
@@ -191,27 +193,27 @@ def distill_teacher(images: Sequence[Path], cfg: TeacherConfig, ctx: RunContext,
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     pdn = pdn.cpu().eval()
-    meta = {"source": "distilled", "steps": cfg.steps, "target_backbone": cfg.target_backbone,
+    meta = {"source": "distilled", "channels": cfg.channels, "width_divisor": cfg.width_divisor, "steps": cfg.steps, "target_backbone": cfg.target_backbone,
             "target_weights": weights, "n_images": len(images), "first_loss": losses[0] if losses else None,
             "final_loss": losses[-1] if losses else None}
     return TeacherState(pdn, cfg.model_size, meta, losses)
 
 
-def load_teacher_file(path: Path, size: ModelSize) -> PDN:
-    """A teacher state dict file → PDN(size, 384, padding=False); UserError for a wrong file."""
+def load_teacher_file(path: Path, size: ModelSize, channels: int = TEACHER_CHANNELS, width_divisor: int = 1) -> PDN:
+    """A teacher state dict file → PDN(size, channels, padding=False); UserError for a wrong file."""
     if not path.is_file():
         raise UserError("teacher checkpoint not found", path=path,
                         fix=f"place {teacher_file_name(size)} there (a PDN state dict) or run the efficientad_teacher stage")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        pdn = PDN(size, TEACHER_CHANNELS, padding=False)
+        pdn = PDN(size, channels, padding=False, width_divisor=width_divisor)
         pdn.load_state_dict(state)
     except Exception as e:  # noqa: BLE001 — any unpickling / key / shape problem is a bad file
         raise UserError(f"not a PDN-{size} teacher state dict ({type(e).__name__}: {str(e)[:200]})", path=path,
-                        fix=f"provide a torch state dict of a PDN-{size} with 384 output channels") from None
+                        fix=f"provide a torch state dict of a PDN-{size} with {channels} output channels") from None
     return pdn.eval()
 
 
@@ -225,8 +227,9 @@ def obtain_teacher(cfg: TeacherConfig, ctx: RunContext, fallback_images: Sequenc
         if file is None:
             raise UserError("teacher source is 'file' but no weights_dir is set",
                             fix=f"set weights_dir to the folder holding {teacher_file_name(cfg.model_size)}")
-        return TeacherState(load_teacher_file(file, cfg.model_size), cfg.model_size,
-                            {"source": "file", "file": str(file)})
+        return TeacherState(load_teacher_file(file, cfg.model_size, cfg.channels, cfg.width_divisor), cfg.model_size,
+                            {"source": "file", "file": str(file), "channels": cfg.channels,
+                             "width_divisor": cfg.width_divisor})
     images, fallback = resolve_pretrain_images(cfg.pretrain_images, fallback_images)
     state = distill_teacher(images, cfg, ctx)
     state.meta["pretrain_images_fallback"] = fallback
@@ -248,4 +251,6 @@ def load_teacher(teacher_dir: Path, size: ModelSize) -> TeacherState:
     teacher_dir = Path(teacher_dir)
     meta_path = teacher_dir / "teacher.json"
     meta = read_json(meta_path) if meta_path.exists() else {"source": "file"}
-    return TeacherState(load_teacher_file(teacher_dir / teacher_file_name(size), size), size, meta)
+    pdn = load_teacher_file(teacher_dir / teacher_file_name(size), size, meta.get("channels", TEACHER_CHANNELS),
+                            meta.get("width_divisor", 1))
+    return TeacherState(pdn, size, meta)

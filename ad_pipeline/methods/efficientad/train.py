@@ -91,7 +91,7 @@ def train_student_autoencoder(model: EfficientADModel, images: torch.Tensor, pen
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     model.eval()
     return losses

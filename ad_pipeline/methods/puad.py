@@ -1,0 +1,166 @@
+"""PUAD (Sugawara & Imamura, ICIP 2024): EfficientAD's picturable score + an unpicturable
+Mahalanobis score on spatially pooled features, each z-normalised on the validation set.
+
+Needs a trained EfficientAD in ``ctx.upstream_dirs["efficientad"]`` (never retrains it).
+Features f(x) ∈ R^384: global average of the student's first 384 channels (``student``) or of
+the normalised teacher output (``teacher``). Train split → mean m and Ledoit–Wolf covariance
+Σ (N ≈ D, so the plain sample covariance is ill-conditioned), precision P = pinv(Σ).
+Score = (s_E − μ_E)/σ_E + w · (d_M − μ_M)/σ_M with d_M = sqrt(max(0, (f − m)ᵀ P (f − m))).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from sklearn.covariance import LedoitWolf
+from tqdm import tqdm
+
+from ad_pipeline.errors import ArtifactError, UserError
+from ad_pipeline.io import atomic_path, read_json, write_json
+from ad_pipeline.methods.base import AnomalyMethod, MethodConfig, RunContext, Scores
+from ad_pipeline.methods.efficientad.data import load_unit, normalize
+from ad_pipeline.methods.efficientad.method import CHECKPOINT, load_model
+from ad_pipeline.methods.efficientad.model import EfficientADModel
+
+log = logging.getLogger(__name__)
+
+STATS_FILE = "puad_stats.npz"
+META_FILE = "puad.json"
+MIN_STD = 1e-12
+
+
+class PUADConfig(MethodConfig):
+    feature_extractor: Literal["student", "teacher"] = "student"
+    w_unpicturable: float = Field(1.0, ge=0)
+    batch_size: int = Field(8, ge=1)
+    device: str | None = None  # null → the run context's device
+    progress: bool = True
+
+
+def mahalanobis(features: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """Distances [N] of features [N,D] to ``mean`` [D] under ``precision`` [D,D] (negatives clipped)."""
+    centred = np.asarray(features, np.float64) - mean
+    sq = np.einsum("nd,de,ne->n", centred, precision, centred)
+    return np.sqrt(np.maximum(sq, 0.0))
+
+
+def fit_gaussian(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(mean [D], pinv of the Ledoit–Wolf covariance [D,D], shrinkage) of features [N,D]."""
+    if features.shape[0] < 2:
+        raise UserError(f"PUAD needs at least 2 training images, got {features.shape[0]}",
+                        fix="check the dataset's train/good folder")
+    lw = LedoitWolf().fit(np.asarray(features, np.float64))
+    return lw.location_, np.linalg.pinv(lw.covariance_), float(lw.shrinkage_)
+
+
+def mean_std(values: np.ndarray, what: str) -> tuple[float, float]:
+    """(mean, population std) with std < 1e-12 replaced by 1.0 and a warning."""
+    mu, sd = float(np.mean(values)), float(np.std(values))
+    if sd < MIN_STD:
+        log.warning("PUAD: the validation std of the %s score is %.3g < %g; using 1.0", what, sd, MIN_STD)
+        sd = 1.0
+    return mu, sd
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class PUAD(AnomalyMethod):
+    name = "puad"
+    Config = PUADConfig
+    requires = ("efficientad",)
+
+    def __init__(self, cfg: PUADConfig, ctx: RunContext):
+        super().__init__(cfg, ctx)
+        self.model, self.efficientad_info = self._load_efficientad()
+        self.stats: dict[str, np.ndarray] = {}
+        self.calib: dict[str, float] = {}
+
+    def _efficientad_dir(self) -> Path:
+        d = self.ctx.upstream_dirs.get("efficientad")
+        if d is None:
+            raise UserError("PUAD needs a trained EfficientAD",
+                            fix="run the efficientad stage and pass its dir as upstream_dirs['efficientad']")
+        return Path(d)
+
+    def _load_efficientad(self) -> tuple[EfficientADModel, dict[str, Any]]:
+        model, info = load_model(self._efficientad_dir())
+        return model.to(self.cfg.device or self.ctx.device), info
+
+    @torch.no_grad()
+    def _features_and_scores(self, paths: Sequence[Path], desc: str) -> tuple[np.ndarray, np.ndarray]:
+        """(pooled features float64 [N,384], EfficientAD image scores float64 [N])."""
+        device = self.cfg.device or self.ctx.device
+        feats, scores = [], []
+        step = self.cfg.batch_size
+        for i in tqdm(range(0, len(paths), step), desc=desc, disable=not self.cfg.progress):
+            x = normalize(load_unit(paths[i:i + step], self.model.image_size)).to(device)
+            t_hat, student, ae = self.model.outputs(x)
+            f = student[:, : t_hat.shape[1]] if self.cfg.feature_extractor == "student" else t_hat
+            feats.append(f.mean(dim=(2, 3)).double().cpu())
+            scores.append(self.model.map_and_score(t_hat, student, ae)[1].double().cpu())
+        if not feats:
+            return np.zeros((0, self.model.teacher_mean.shape[1])), np.zeros(0)
+        return torch.cat(feats).numpy(), torch.cat(scores).numpy()
+
+    def fit(self, train: Sequence[Path], validation: Sequence[Path]) -> None:
+        if not validation:
+            raise UserError("PUAD needs validation images to normalise its two scores",
+                            fix="use a dataset with a validation split or a train/good hold-out (prepare stage)")
+        train_feats, _ = self._features_and_scores(train, "PUAD train features")
+        mean, precision, shrinkage = fit_gaussian(train_feats)
+        self.stats = {"mean": mean, "precision": precision}
+        val_feats, val_eff = self._features_and_scores(validation, "PUAD validation")
+        mu_e, sd_e = mean_std(val_eff, "EfficientAD")
+        mu_m, sd_m = mean_std(mahalanobis(val_feats, mean, precision), "Mahalanobis")
+        self.calib = {"mu_E": mu_e, "sd_E": sd_e, "mu_M": mu_m, "sd_M": sd_m, "shrinkage": shrinkage,
+                      "n_train": len(train), "n_validation": len(validation)}
+
+    def score(self, images: Sequence[Path]) -> Scores:
+        """Scores float32 [N]; no maps (PUAD's map is EfficientAD's). extras: both raw scores."""
+        if not self.stats:
+            raise RuntimeError("PUAD is not fitted: call fit() or load() first")
+        feats, s_e = self._features_and_scores(images, "PUAD score")
+        s_m = mahalanobis(feats, self.stats["mean"], self.stats["precision"])
+        c = self.calib
+        total = (s_e - c["mu_E"]) / c["sd_E"] + self.cfg.w_unpicturable * (s_m - c["mu_M"]) / c["sd_M"]
+        if not np.all(np.isfinite(total)):
+            raise FloatingPointError("PUAD produced non-finite scores")
+        return Scores(total.astype(np.float32), None,
+                      {"efficientad_score": s_e.astype(np.float32), "mahalanobis": s_m.astype(np.float32)})
+
+    def save(self, model_dir: Path) -> None:
+        model_dir = Path(model_dir)
+        with atomic_path(model_dir / STATS_FILE) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **self.stats)
+        write_json(model_dir / META_FILE, self.calib | {
+            "feature_extractor": self.cfg.feature_extractor,
+            "efficientad_sha256": _file_sha256(self._efficientad_dir() / CHECKPOINT)})
+
+    @classmethod
+    def load(cls, model_dir: Path, cfg: PUADConfig, ctx: RunContext) -> PUAD:
+        method = cls(cfg, ctx)
+        meta = read_json(Path(model_dir) / META_FILE)
+        if meta["efficientad_sha256"] != _file_sha256(method._efficientad_dir() / CHECKPOINT):
+            raise ArtifactError("PUAD statistics were fitted on another EfficientAD checkpoint", path=model_dir,
+                                fix="re-run the puad stage after the efficientad stage")
+        if meta["feature_extractor"] != cfg.feature_extractor:
+            raise ArtifactError(f"PUAD statistics use feature_extractor={meta['feature_extractor']!r}, params ask "
+                                f"for {cfg.feature_extractor!r}", path=model_dir, fix="re-run the puad stage")
+        with np.load(Path(model_dir) / STATS_FILE, allow_pickle=False) as z:
+            method.stats = {k: z[k] for k in ("mean", "precision")}
+        method.calib = {k: v for k, v in meta.items() if k not in ("feature_extractor", "efficientad_sha256")}
+        return method
+
+    def meta(self) -> dict[str, Any]:
+        return {"feature_extractor": self.cfg.feature_extractor, "w_unpicturable": self.cfg.w_unpicturable,
+                **self.calib, "efficientad_model_size": self.efficientad_info.get("model_size")}
