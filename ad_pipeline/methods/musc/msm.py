@@ -72,7 +72,6 @@ def mutual_scores(
     *,
     max_memory_bytes: float = 2**30,
     precision: str = "fp32",
-    progress: bool = False,
 ) -> torch.Tensor:
     """Patch anomaly scores float64 [N, L] (on CPU) of unit tokens ``z`` [N, L, C] (any device).
 
@@ -86,16 +85,15 @@ def mutual_scores(
     plan = plan_chunks(n, n_patches, max_memory_bytes)
     z_mm = z.to(MATMUL_DTYPES[precision])
     out = torch.empty(n, n_patches, dtype=torch.float64)
-    with tqdm(total=plan.n_blocks(n), desc="MuSc MSM", unit="block", disable=not progress, leave=False) as bar:
-        for start in range(0, n, plan.band):
-            stop = min(start + plan.band, n)
-            table = _max_similarity_table(z_mm, start, stop, plan.block, bar)
-            nearest = table.topk(k, dim=2).values.double()  # [band, L, k] largest similarities
-            out[start:stop] = (2.0 - 2.0 * nearest).clamp_min_(0.0).sqrt_().mean(dim=2).cpu()
+    for start in range(0, n, plan.band):
+        stop = min(start + plan.band, n)
+        table = _max_similarity_table(z_mm, start, stop, plan.block)
+        nearest = table.topk(k, dim=2).values.double()  # [band, L, k] largest similarities
+        out[start:stop] = (2.0 - 2.0 * nearest).clamp_min_(0.0).sqrt_().mean(dim=2).cpu()
     return out
 
 
-def _max_similarity_table(z: torch.Tensor, start: int, stop: int, block: int, bar: tqdm) -> torch.Tensor:
+def _max_similarity_table(z: torch.Tensor, start: int, stop: int, block: int) -> torch.Tensor:
     """table[i - start, p, j] = max_q z[i,p]·z[j,q] for query images start <= i < stop; -inf at j == i."""
     n, n_patches, c = z.shape
     table = torch.empty(stop - start, n_patches, n, dtype=torch.float32, device=z.device)
@@ -111,7 +109,6 @@ def _max_similarity_table(z: torch.Tensor, start: int, stop: int, block: int, ba
             table[i0 - start:i1 - start, :, j0:j1] = sims.amax(dim=3)
             if in_band and j0 != i0:
                 table[j0 - start:j1 - start, :, i0:i1] = sims.amax(dim=1).permute(1, 2, 0)
-            bar.update(1)
     rows = torch.arange(stop - start, device=z.device)
     table[rows, :, rows + start] = -math.inf
     return table
@@ -131,10 +128,9 @@ def patch_scores(
     ``normed_maps``: one LayerNormed map [N, C, h, w] per layer (``tokens_to_normed_map``). One
     aggregated Z [N, L, C] is alive at a time besides the maps.
     """
-    total = None
-    for fmap in normed_maps:
-        for r in r_list:
-            scores = mutual_scores(lnamd_features(fmap, r), k, max_memory_bytes=max_memory_bytes,
-                                   precision=precision, progress=progress)
-            total = scores if total is None else total.add_(scores)
-    return total / (len(normed_maps) * len(r_list))
+    passes = [(fmap, r) for fmap in normed_maps for r in r_list]
+    total = torch.zeros(normed_maps[0].shape[0], normed_maps[0].shape[-2] * normed_maps[0].shape[-1],
+                        dtype=torch.float64)
+    for fmap, r in tqdm(passes, desc="MuSc mutual scoring", unit="pass", disable=not progress, leave=False):
+        total += mutual_scores(lnamd_features(fmap, r), k, max_memory_bytes=max_memory_bytes, precision=precision)
+    return total / len(passes)

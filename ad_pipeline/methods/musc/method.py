@@ -1,0 +1,213 @@
+"""``MuSc``: zero-shot, transductive scoring of a whole unlabeled test set (spec/musc.md).
+
+Pipeline per ``score(paths)``: one ViT pass per batch (patch tokens of the chosen blocks + image
+embedding) -> LayerNormed maps -> per ``divide_num`` subset and per (layer, r): LNAMD + MSM ->
+mean patch scores -> maps (bilinear, align_corners=True, to ``image_size``) -> image score = max
+-> RsCIN re-scoring with the embeddings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field, field_validator
+from scipy.ndimage import gaussian_filter
+from tqdm import tqdm
+
+from ad_pipeline.backbones import Backbone, build_backbone, require_family
+from ad_pipeline.backbones.features import load_images
+from ad_pipeline.errors import UserError
+from ad_pipeline.methods.base import AnomalyMethod, MethodConfig, RunContext, Scores
+from ad_pipeline.methods.musc.encode import tokens_and_embedding
+from ad_pipeline.methods.musc.lnamd import tokens_to_normed_map
+from ad_pipeline.methods.musc.msm import MATMUL_DTYPES, neighbour_count, patch_scores, plan_chunks
+from ad_pipeline.methods.musc.rscin import default_k_list, rescore
+from ad_pipeline.methods.musc.subsets import defect_type_of, stratified_subsets
+
+log = logging.getLogger(__name__)
+
+VIT_FAMILIES = ("clip", "dino", "dinov2")
+_UPSAMPLE_CHUNK = 16  # maps upsampled at a time (bounds the float64 temporary)
+
+
+class MuScConfig(MethodConfig):
+    """Defaults are the paper's (ViT-L-14-336 at 518; the backbone itself comes from the run context).
+
+    ``layers``: 0-based ViT blocks, "auto" = the backbone's MuSc blocks ([5,11,17,23] for ViT-L,
+    [2,5,8,11] for ViT-B). ``k_fraction``: k = int(k_fraction·(N−1)) nearest images averaged.
+    ``rscin_k_list``: RsCIN windows, None = per dataset format, a 0 disables RsCIN.
+    ``max_memory_gb``: MSM working memory (max-similarity table + one similarity block).
+    ``precision``: dtype of the MSM matmuls and (under autocast) of the ViT forward.
+    ``device``: None = the run context's device. ``smoothing_sigma``: Gaussian sigma in pixels of
+    the output map, 0 = none (as the paper). ``classification_only``: return no maps.
+    """
+
+    image_size: int = Field(518, ge=8)
+    layers: Literal["auto"] | list[int] = "auto"
+    r_list: list[int] = [1, 3, 5]
+    k_fraction: float = Field(0.3, gt=0, le=1)
+    divide_num: int = Field(1, ge=1)
+    rscin_k_list: list[int] | None = None
+    batch_size: int = Field(4, ge=1)
+    max_memory_gb: float = Field(2.0, gt=0)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    device: str | None = None
+    smoothing_sigma: float = Field(0.0, ge=0)
+    classification_only: bool = False
+
+    @field_validator("r_list")
+    @classmethod
+    def _odd_degrees(cls, v: list[int]) -> list[int]:
+        if not v or any(r < 1 or r % 2 == 0 for r in v):
+            raise ValueError(f"r_list needs positive odd aggregation degrees (e.g. [1, 3, 5]), got {v}")
+        return v
+
+    @field_validator("rscin_k_list")
+    @classmethod
+    def _non_negative_windows(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or any(k < 0 for k in v)):
+            raise ValueError(f"rscin_k_list needs window sizes >= 1 (or a 0 to disable RsCIN), got {v}")
+        return v
+
+
+class MuSc(AnomalyMethod):
+    """Mutual scoring of the unlabeled test images; ``fit`` is a no-op, ``score`` scores the set."""
+
+    name = "musc"
+    Config = MuScConfig
+    zero_shot = True
+
+    def __init__(self, cfg: MuScConfig, ctx: RunContext, *, backbone: Backbone | None = None):
+        """``backbone``: an already built ``ctx.backbone`` to share (tests, benchmarks); else built lazily."""
+        super().__init__(cfg, ctx)
+        self.spec = require_family(ctx.backbone, VIT_FAMILIES, self.name)
+        if backbone is not None and backbone.spec.name != self.spec.name:
+            raise ValueError(f"backbone {backbone.spec.name!r} given for ctx.backbone {self.spec.name!r}")
+        self.layers = list(self.spec.default_layers) if cfg.layers == "auto" else list(cfg.layers)
+        self.device = torch.device(cfg.device or ctx.device)
+        self._backbone = None if backbone is None else backbone.to(self.device)
+        self._facts: dict[str, Any] = {}
+
+    def fit(self, train: Sequence[Path], validation: Sequence[Path]) -> None:
+        """Zero-shot: nothing to fit."""
+
+    @classmethod
+    def load(cls, model_dir: Path, cfg: MuScConfig, ctx: RunContext) -> MuSc:
+        return cls(cfg, ctx)  # stateless
+
+    def score(self, images: Sequence[Path]) -> Scores:
+        """Scores float32 [N] (RsCIN) and maps float32 [N, S, S] (None if classification_only).
+
+        Memory: normed token maps N·layers·h·w·C·4 B + one Z (subset·h·w·C·4 B) + ``max_memory_gb``
+        + the output maps N·S²·4 B. ``extras``: raw max scores, warnings.
+        """
+        paths = [Path(p) for p in images]
+        if len(paths) < 2:
+            raise UserError(f"MuSc scores images against each other and needs at least 2 test images, got {len(paths)}",
+                            fix="score the whole test set of a category at once")
+        subsets = stratified_subsets([defect_type_of(p) for p in paths], self.cfg.divide_num, self.ctx.seed)
+        warnings: list[str] = []
+        ks = [self._neighbour_k(len(s), warnings) for s in subsets]
+        with torch.inference_mode():
+            fmaps, embeddings = self._features(paths)
+            patch = torch.empty(len(paths), fmaps[0].shape[-2] * fmaps[0].shape[-1], dtype=torch.float64)
+            for subset, k in zip(subsets, ks):
+                index = torch.tensor(subset, device=self.device)
+                patch[subset] = patch_scores([m.index_select(0, index) for m in fmaps], self.cfg.r_list, k,
+                                             max_memory_bytes=self.cfg.max_memory_gb * 2**30,
+                                             precision=self.cfg.precision, progress=self.ctx.progress)
+            patch = patch.view(len(paths), *fmaps[0].shape[-2:])
+        maps = None
+        if not self.cfg.classification_only or self.cfg.smoothing_sigma > 0:
+            maps = self._upsample(patch)
+        raw = (patch.amax(dim=(1, 2)).numpy() if self.cfg.smoothing_sigma == 0
+               else maps.reshape(len(paths), -1).max(axis=1).astype(np.float64))
+        k_list = default_k_list(self.ctx.dataset_format) if self.cfg.rscin_k_list is None else self.cfg.rscin_k_list
+        final, rscin_warnings = rescore(raw, embeddings.double().numpy(), k_list)
+        warnings += rscin_warnings
+        for w in warnings:
+            log.warning("MuSc: %s", w)
+        n_patches = patch.shape[1] * patch.shape[2]
+        plan = plan_chunks(max(len(s) for s in subsets), n_patches, self.cfg.max_memory_gb * 2**30)
+        self._facts = {"grid": list(patch.shape[1:]), "subset_sizes": [len(s) for s in subsets], "k": ks,
+                       "rscin_k_list": list(k_list), "chunk_plan": {"block": plan.block, "band": plan.band},
+                       "warnings": warnings}
+        return Scores(scores=final.astype(np.float32),
+                      maps=None if self.cfg.classification_only else maps,
+                      extras={"raw_scores": raw.astype(np.float32), "warnings": warnings})
+
+    def meta(self) -> dict[str, Any]:
+        bb = self._backbone
+        return {"backbone": self.spec.name, "weights": None if bb is None else bb.weights, "layers": self.layers,
+                "image_size": self.cfg.image_size, **self._facts}
+
+    def _neighbour_k(self, n: int, warnings: list[str]) -> int:
+        """k for a subset of n images; k = 0 (too few images) falls back to 1 with a warning."""
+        if n < 2:
+            raise UserError(f"divide_num={self.cfg.divide_num} leaves a subset of {n} image(s); MuSc needs >= 2",
+                            fix="lower musc.divide_num")
+        k = neighbour_count(n, self.cfg.k_fraction)
+        if k == 0:
+            warnings.append(f"k = int({self.cfg.k_fraction}·({n}−1)) = 0 for {n} images; using k = 1")
+            k = 1
+        return k
+
+    def backbone(self) -> Backbone:
+        if self._backbone is None:
+            self._backbone = build_backbone(self.spec.name, pretrained=self.ctx.pretrained,
+                                            weights_dir=self.ctx.weights_dir, seed=self.ctx.seed).to(self.device)
+        return self._backbone
+
+    def _features(self, paths: list[Path]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """LayerNormed maps, one [N, C, h, w] per layer (on the device), and embeddings [N, D] (CPU)."""
+        bb = self.backbone()
+        grid = bb.grid_size(self.cfg.image_size)
+        if min(grid) < 1:
+            raise UserError(f"image_size {self.cfg.image_size} is smaller than the patch size of {self.spec.name}",
+                            fix=f"set musc.image_size to a multiple of {self.spec.patch_size}")
+        resample = "bicubic" if self.spec.family == "clip" else "bilinear"
+        low_precision = self.cfg.precision != "fp32"
+        fmaps: list[torch.Tensor] = []
+        embeddings = []
+        starts = range(0, len(paths), self.cfg.batch_size)
+        for start in tqdm(starts, desc=f"MuSc features {self.spec.name}", unit="batch", disable=not self.ctx.progress):
+            batch = paths[start:start + self.cfg.batch_size]
+            x = load_images(bb, batch, self.cfg.image_size, resample=resample).to(self.device)
+            with torch.autocast(self.device.type, dtype=MATMUL_DTYPES[self.cfg.precision], enabled=low_precision):
+                tokens, embedding = tokens_and_embedding(bb, x, self.layers)
+            for i, layer in enumerate(self.layers):
+                t = _finite(tokens[layer].float(), batch, f"block {layer} tokens")
+                fmap = tokens_to_normed_map(t, grid)
+                if len(fmaps) <= i:
+                    fmaps.append(torch.empty(len(paths), *fmap.shape[1:], device=self.device))
+                fmaps[i][start:start + len(batch)] = fmap
+            embeddings.append(_finite(embedding.float(), batch, "image embedding").cpu())
+        return fmaps, torch.cat(embeddings)
+
+    def _upsample(self, patch: torch.Tensor) -> np.ndarray:
+        """Patch scores float64 [N, h, w] -> maps float32 [N, S, S] (bilinear, align_corners=True, optional blur)."""
+        size = self.cfg.image_size
+        maps = np.empty((patch.shape[0], size, size), dtype=np.float32)
+        for start in range(0, patch.shape[0], _UPSAMPLE_CHUNK):
+            chunk = patch[start:start + _UPSAMPLE_CHUNK, None]
+            up = F.interpolate(chunk, size=(size, size), mode="bilinear", align_corners=True)[:, 0].numpy()
+            if self.cfg.smoothing_sigma > 0:
+                up = np.stack([gaussian_filter(m, sigma=self.cfg.smoothing_sigma, truncate=4.0) for m in up])
+            maps[start:start + len(up)] = up
+        return maps
+
+
+def _finite(t: torch.Tensor, batch: Sequence[Path], what: str) -> torch.Tensor:
+    """``t`` [B, ...] unchanged, or a UserError naming the first image with a non-finite value."""
+    bad = ~torch.isfinite(t).flatten(1).all(dim=1)
+    if bool(bad.any()):
+        path = batch[int(bad.nonzero()[0])]
+        raise UserError(f"the backbone produced non-finite {what} for this image", path=path,
+                        fix="check the image and the weights file; use musc.precision: fp32")
+    return t

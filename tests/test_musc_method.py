@@ -1,0 +1,157 @@
+"""MuSc end to end with seeded random-init ViTs at tiny sizes: shapes, determinism, fidelity, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pydantic import ValidationError
+
+from ad_pipeline.backbones import build_backbone
+from ad_pipeline.backbones.features import load_images
+from ad_pipeline.errors import UserError
+from ad_pipeline.methods.base import RunContext
+from ad_pipeline.methods.musc import method as musc_method
+from ad_pipeline.methods.musc.encode import tokens_and_embedding
+from ad_pipeline.methods.musc.method import MuSc, MuScConfig
+from musc_reference import musc_reference
+
+SIZE = 48  # ViT-B-16 -> 3x3 token grid
+
+
+def _images(root: Path, counts: dict[str, int], seed: int = 0) -> list[Path]:
+    g = np.random.default_rng(seed)
+    paths = []
+    for defect, count in counts.items():
+        (root / defect).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            path = root / defect / f"{i:03d}.png"
+            Image.fromarray(g.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
+            paths.append(path)
+    return paths
+
+
+def _ctx(backbone: str, **kw) -> RunContext:
+    return RunContext(backbone=backbone, pretrained="false", progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def clip_bb():
+    return build_backbone("ViT-B-16", pretrained="false", seed=0)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> list[Path]:
+    return _images(tmp_path_factory.mktemp("musc"), {"good": 5, "crack": 3})
+
+
+def _musc(bb, **cfg) -> MuSc:
+    cfg = {"image_size": SIZE, "r_list": [1, 3], "batch_size": 8} | cfg
+    return MuSc(MuScConfig(**cfg), _ctx("ViT-B-16"), backbone=bb)
+
+
+@pytest.fixture(scope="module")
+def clip_run(clip_bb, images):
+    musc = _musc(clip_bb)
+    return musc, musc.score(images)
+
+
+def test_scores_maps_shapes_determinism_and_reference(clip_bb, images, clip_run):
+    musc, first = clip_run
+    second = musc.score(images)
+    assert first.scores.shape == (8,) and first.scores.dtype == np.float32
+    assert first.maps.shape == (8, SIZE, SIZE) and first.maps.dtype == np.float32
+    np.testing.assert_array_equal(first.scores, second.scores)
+    np.testing.assert_array_equal(first.maps, second.maps)
+    assert np.isfinite(first.maps).all()
+    # raw image score = max of the map (bilinear align_corners=True hits the grid points)
+    np.testing.assert_allclose(first.extras["raw_scores"], first.maps.reshape(8, -1).max(1), rtol=1e-6)
+    # the literal reference on the same tokens (a zero class token prepended, as for DINOv2)
+    with torch.inference_mode():
+        x = load_images(clip_bb, images, SIZE, resample="bicubic")
+        tokens = clip_bb(x, [2, 5, 8, 11])
+    with_cls = [torch.cat([torch.zeros_like(t[:, :1]), t], dim=1) for t in tokens.values()]
+    reference = musc_reference(with_cls, [1, 3], 0.3).amax(dim=1).numpy()
+    np.testing.assert_allclose(first.extras["raw_scores"], reference, rtol=0, atol=1e-5)
+    meta = musc.meta()
+    assert meta["weights"] == "random-init" and meta["grid"] == [3, 3] and meta["k"] == [2]
+    assert meta["rscin_k_list"] == [1, 2, 3] and meta["warnings"] == []
+
+
+def test_classification_only_same_scores_no_maps(clip_bb, images, clip_run):
+    full = clip_run[1]
+    cls_only = _musc(clip_bb, classification_only=True).score(images)
+    assert cls_only.maps is None
+    np.testing.assert_array_equal(cls_only.scores, full.scores)
+
+
+def test_divide_num_scores_subsets_independently(clip_bb, images):
+    musc = _musc(clip_bb, divide_num=2, rscin_k_list=[0])
+    out = musc.score(images)
+    # good: 5 images -> 3 + 2, crack: 3 -> 2 + 1; k = int(0.3·4) = 1 and int(0.3·2) = 0 -> 1
+    assert musc.meta()["subset_sizes"] == [5, 3] and musc.meta()["k"] == [1, 1]
+    assert np.isfinite(out.scores).all()
+    np.testing.assert_array_equal(out.scores, out.extras["raw_scores"])  # RsCIN disabled by the 0
+
+
+def test_too_few_images(clip_bb, images):
+    with pytest.raises(UserError, match="at least 2"):
+        _musc(clip_bb).score(images[:1])
+    musc = _musc(clip_bb)
+    out = musc.score(images[:3])  # k = int(0.3·2) = 0 -> fallback 1, recorded
+    assert np.isfinite(out.scores).all() and np.isfinite(out.maps).all()
+    assert musc.meta()["k"] == [1] and "using k = 1" in musc.meta()["warnings"][0]
+    with pytest.raises(UserError, match="divide_num"):
+        _musc(clip_bb, divide_num=4).score(images[:6])
+
+
+def test_non_finite_features_name_the_image(clip_bb, images, monkeypatch):
+    def poisoned(bb, x, layers):
+        tokens, embedding = tokens_and_embedding(bb, x, layers)
+        tokens[layers[0]][1, 0, 0] = float("nan")
+        return tokens, embedding
+
+    monkeypatch.setattr(musc_method, "tokens_and_embedding", poisoned)
+    with pytest.raises(UserError, match="non-finite") as err:
+        _musc(clip_bb, batch_size=8).score(images)
+    assert err.value.path == str(images[1])
+
+
+def test_one_pass_tokens_and_embedding_equal_separate_calls(clip_bb):
+    x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        tokens, embedding = tokens_and_embedding(clip_bb, x, [2, 5])
+        assert set(tokens) == {2, 5}
+        for layer, t in clip_bb(x, [2, 5]).items():
+            assert torch.equal(tokens[layer], t)
+        assert torch.equal(embedding, clip_bb.embed(x))
+
+
+def test_dinov2_fresh_instances_bit_identical(images):
+    cfg = MuScConfig(image_size=42, r_list=[1, 3], layers=[1, 3])
+    a = MuSc(cfg, _ctx("dinov2_vits14", dataset_format="visa")).score(images)
+    b = MuSc(cfg, _ctx("dinov2_vits14", dataset_format="visa")).score(images)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_array_equal(a.maps, b.maps)
+    assert a.maps.shape == (8, 42, 42)
+
+
+def test_cnn_backbone_rejected_with_vit_names():
+    with pytest.raises(UserError, match="ViT-L-14-336") as err:
+        MuSc(MuScConfig(), _ctx("wide_resnet50_2"))
+    assert "dinov2_vitb14" in str(err.value)
+
+
+@pytest.mark.parametrize("bad", [{"r_list": [2]}, {"r_list": []}, {"k_fraction": 0}, {"rscin_k_list": [-1]},
+                                 {"precision": "fp8"}, {"unknown": 1}])
+def test_config_rejects_bad_values(bad):
+    with pytest.raises(ValidationError):
+        MuScConfig(**bad)
+
+
+def test_smoothing_changes_maps_and_scores_follow_the_smoothed_max(clip_bb, images):
+    out = _musc(clip_bb, smoothing_sigma=2.0).score(images)
+    np.testing.assert_allclose(out.extras["raw_scores"], out.maps.reshape(8, -1).max(1), rtol=1e-6)
