@@ -396,3 +396,10 @@ def test_manifest_of_mixed_mode_images_loads_as_rgb(tmp_path):
     for path in m.paths("train"):
         arr = np.asarray(load_rgb(path))
         assert arr.shape == (*SIZE, 3) and arr.dtype == np.uint8
+
+
+def test_images_sharing_a_stem_cannot_be_matched_to_masks(tmp_path):
+    cat = make_mvtec(tmp_path)
+    write_image(cat / "test/hole/000.jpg")
+    with pytest.raises(LayoutError, match=r"images share a file stem.*: 000\.jpg, 000\.png"):
+        build(tmp_path, fmt="folder")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -115,9 +116,9 @@ def _image_names(spec: LayoutSpec, folder: Path) -> list[str]:
                           path=folder, fix="move or delete them (or convert the images)")
     if not names:
         raise LayoutError(f"empty folder: no images ({' '.join(spec.image_exts)})", path=folder,
-                          fix="put the images there or remove the folder")
-    stems = [Path(n).stem for n in names]
-    clashing = sorted({n for n, s in zip(names, stems) if stems.count(s) > 1})
+                          fix="put the images there (an empty test/<defect> folder may instead be deleted)")
+    stem_counts = Counter(Path(n).stem for n in names)
+    clashing = [n for n in names if stem_counts[Path(n).stem] > 1]
     if clashing:
         raise LayoutError(f"images share a file stem, so masks cannot be matched: {listed(clashing)}",
                           path=folder, fix="rename or remove the duplicates")
