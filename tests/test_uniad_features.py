@@ -1,0 +1,84 @@
+"""UniAD features: EfficientNet-B4 block choice, point-sampling neck, extraction cache."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ad_pipeline.errors import LayoutError
+from ad_pipeline.methods.base import RunContext
+from ad_pipeline.methods.uniad import Config
+from ad_pipeline.methods.uniad.features import align_features, build_feature_extractor, extract_aligned_features
+
+CTX = RunContext(pretrained="false", progress=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The test machine's few cores are shared: one intra-op thread avoids spin-wait contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    return build_feature_extractor(Config(), CTX)
+
+
+def test_default_blocks_match_reference_channels_and_strides(extractor):
+    x = torch.zeros(1, 3, 224, 224)
+    with torch.inference_mode():
+        maps = extractor.backbone(x, extractor.blocks)
+        aligned = extractor(x)
+    assert [m.shape[1] for m in maps.values()] == [24, 32, 56, 160]
+    assert [224 // m.shape[-1] for m in maps.values()] == [2, 4, 8, 16]
+    assert aligned.shape == (1, 272, 14, 14)
+
+
+def test_neck_point_samples_with_align_corners():
+    fine = torch.arange(64.0).view(1, 1, 8, 8)
+    coarse = torch.full((1, 2, 2, 2), 7.0)
+    out = align_features([fine, coarse])
+    assert out.shape == (1, 3, 2, 2)
+    # align_corners=True down-sampling 8 -> 2 picks the corner pixels, no averaging
+    assert out[0, 0].tolist() == [[0.0, 7.0], [56.0, 63.0]]
+    assert torch.equal(out[0, 1:], coarse[0])
+
+
+def _images(folder, n, size=64, seed=0):
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        p = folder / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+def test_extraction_is_ordered_batched_and_cached(extractor, tmp_path):
+    paths = _images(tmp_path, 3)
+    kw = dict(image_size=64, batch_size=2, progress=False)
+    plain = extract_aligned_features(extractor, paths, **kw)
+    assert plain.shape == (3, 272, 4, 4) and plain.dtype == torch.float32
+    single = extract_aligned_features(extractor, paths[2:], **kw)
+    assert torch.allclose(single[0], plain[2], atol=1e-5)
+
+    cached = extract_aligned_features(extractor, paths, cache_dir=tmp_path / "cache", **kw)
+    files = list((tmp_path / "cache" / "uniad").glob("*.npy"))
+    assert len(files) == 1 and torch.equal(cached, plain)
+    np.save(files[0], np.zeros((3, 272, 4, 4), dtype=np.float32))  # prove the second call reads the file
+    assert float(extract_aligned_features(extractor, paths, cache_dir=tmp_path / "cache", **kw).abs().sum()) == 0.0
+    os.utime(paths[0], ns=(1, 1))  # a changed image invalidates the key
+    fresh = extract_aligned_features(extractor, paths, cache_dir=tmp_path / "cache", **kw)
+    assert torch.equal(fresh, plain) and len(list((tmp_path / "cache" / "uniad").glob("*.npy"))) == 2
+
+
+def test_missing_image_is_a_layout_error(extractor, tmp_path):
+    with pytest.raises(LayoutError, match="missing.png"):
+        extract_aligned_features(extractor, [tmp_path / "missing.png"], image_size=64, progress=False)
