@@ -148,17 +148,18 @@ def _match_masks(spec: LayoutSpec, gt_dir: Path, names: list[str]) -> dict[str, 
     """Image name -> its mask paths relative to ``gt_dir``. Every image needs its mask(s);
     every mask needs an image; one mask file per image (LOCO: one folder of channels)."""
     stem_to_name = {Path(n).stem: n for n in names}
+    stems = set(stem_to_name)
     found: dict[str, list[str]] = {}
     orphans = []
     for entry in _visible(gt_dir) if gt_dir.is_dir() else []:
         if spec.mask_folders:
-            channels = _channels(entry, set(stem_to_name))
+            channels = _channels(entry, stems)
             if channels is None:
                 orphans.append(entry.name)
             elif channels:
                 found[entry.name] = [f"{entry.name}/{c}" for c in channels]
         else:
-            stem = _mask_stem(spec, entry, set(stem_to_name))
+            stem = _mask_stem(spec, entry, stems)
             if stem is None:
                 orphans.append(entry.name)
             else:
