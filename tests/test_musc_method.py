@@ -38,6 +38,15 @@ def _ctx(backbone: str, **kw) -> RunContext:
     return RunContext(backbone=backbone, pretrained="false", progress=False, **kw)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """One intra-op thread: on the shared 2-core test machine two threads spin against each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def clip_bb():
     return build_backbone("ViT-B-16", pretrained="false", seed=0)
@@ -48,9 +57,15 @@ def images(tmp_path_factory) -> list[Path]:
     return _images(tmp_path_factory.mktemp("musc"), {"good": 5, "crack": 3})
 
 
+@pytest.fixture(scope="module")
+def dino_bb():
+    return build_backbone("dinov2_vits14", pretrained="false", seed=0)
+
+
 def _musc(bb, **cfg) -> MuSc:
-    cfg = {"image_size": SIZE, "r_list": [1, 3], "batch_size": 8} | cfg
-    return MuSc(MuScConfig(**cfg), _ctx("ViT-B-16"), backbone=bb)
+    """MuSc on a shared backbone; a 3x3 token grid for both ViT-B-16 (48 px) and dinov2_vits14 (42 px)."""
+    cfg = {"image_size": 3 * bb.spec.patch_size, "r_list": [1, 3], "batch_size": 8} | cfg
+    return MuSc(MuScConfig(**cfg), _ctx(bb.spec.name), backbone=bb)
 
 
 @pytest.fixture(scope="module")
@@ -81,15 +96,15 @@ def test_scores_maps_shapes_determinism_and_reference(clip_bb, images, clip_run)
     assert meta["rscin_k_list"] == [1, 2, 3] and meta["warnings"] == []
 
 
-def test_classification_only_same_scores_no_maps(clip_bb, images, clip_run):
-    full = clip_run[1]
-    cls_only = _musc(clip_bb, classification_only=True).score(images)
+def test_classification_only_same_scores_no_maps(dino_bb, images):
+    full = _musc(dino_bb).score(images)
+    cls_only = _musc(dino_bb, classification_only=True).score(images)
     assert cls_only.maps is None
     np.testing.assert_array_equal(cls_only.scores, full.scores)
 
 
-def test_divide_num_scores_subsets_independently(clip_bb, images):
-    musc = _musc(clip_bb, divide_num=2, rscin_k_list=[0])
+def test_divide_num_scores_subsets_independently(dino_bb, images):
+    musc = _musc(dino_bb, divide_num=2, rscin_k_list=[0])
     out = musc.score(images)
     # good: 5 images -> 3 + 2, crack: 3 -> 2 + 1; k = int(0.3·4) = 1 and int(0.3·2) = 0 -> 1
     assert musc.meta()["subset_sizes"] == [5, 3] and musc.meta()["k"] == [1, 1]
@@ -97,18 +112,18 @@ def test_divide_num_scores_subsets_independently(clip_bb, images):
     np.testing.assert_array_equal(out.scores, out.extras["raw_scores"])  # RsCIN disabled by the 0
 
 
-def test_too_few_images(clip_bb, images):
+def test_too_few_images(dino_bb, images):
     with pytest.raises(UserError, match="at least 2"):
-        _musc(clip_bb).score(images[:1])
-    musc = _musc(clip_bb)
+        _musc(dino_bb).score(images[:1])
+    musc = _musc(dino_bb)
     out = musc.score(images[:3])  # k = int(0.3·2) = 0 -> fallback 1, recorded
     assert np.isfinite(out.scores).all() and np.isfinite(out.maps).all()
     assert musc.meta()["k"] == [1] and "using k = 1" in musc.meta()["warnings"][0]
     with pytest.raises(UserError, match="divide_num"):
-        _musc(clip_bb, divide_num=4).score(images[:6])
+        _musc(dino_bb, divide_num=4).score(images[:6])
 
 
-def test_non_finite_features_name_the_image(clip_bb, images, monkeypatch):
+def test_non_finite_features_name_the_image(dino_bb, images, monkeypatch):
     def poisoned(bb, x, layers):
         tokens, embedding = tokens_and_embedding(bb, x, layers)
         tokens[layers[0]][1, 0, 0] = float("nan")
@@ -116,27 +131,33 @@ def test_non_finite_features_name_the_image(clip_bb, images, monkeypatch):
 
     monkeypatch.setattr(musc_method, "tokens_and_embedding", poisoned)
     with pytest.raises(UserError, match="non-finite") as err:
-        _musc(clip_bb, batch_size=8).score(images)
+        _musc(dino_bb, batch_size=8).score(images)
     assert err.value.path == str(images[1])
 
 
-def test_one_pass_tokens_and_embedding_equal_separate_calls(clip_bb):
-    x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("fixture", ["clip_bb", "dino_bb"])
+def test_one_pass_tokens_and_embedding_equal_separate_calls(fixture, request):
+    bb = request.getfixturevalue(fixture)
+    size = 3 * bb.spec.patch_size
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        tokens, embedding = tokens_and_embedding(clip_bb, x, [2, 5])
+        tokens, embedding = tokens_and_embedding(bb, x, [2, 5])
         assert set(tokens) == {2, 5}
-        for layer, t in clip_bb(x, [2, 5]).items():
+        for layer, t in bb(x, [2, 5]).items():
             assert torch.equal(tokens[layer], t)
-        assert torch.equal(embedding, clip_bb.embed(x))
+        assert torch.equal(embedding, bb.embed(x))
 
 
-def test_dinov2_fresh_instances_bit_identical(images):
-    cfg = MuScConfig(image_size=42, r_list=[1, 3], layers=[1, 3])
-    a = MuSc(cfg, _ctx("dinov2_vits14", dataset_format="visa")).score(images)
-    b = MuSc(cfg, _ctx("dinov2_vits14", dataset_format="visa")).score(images)
+def test_fresh_instances_bit_identical(dino_bb, images):
+    """A shared and a freshly built (seeded) backbone give bit-identical results; VisA windows."""
+    cfg = MuScConfig(image_size=42, r_list=[1, 3], layers=[1, 3], batch_size=8)
+    shared = MuSc(cfg, _ctx("dinov2_vits14", dataset_format="visa"), backbone=dino_bb)
+    fresh = MuSc(cfg, _ctx("dinov2_vits14", dataset_format="visa"))
+    a, b = shared.score(images), fresh.score(images)
     np.testing.assert_array_equal(a.scores, b.scores)
     np.testing.assert_array_equal(a.maps, b.maps)
     assert a.maps.shape == (8, 42, 42)
+    assert fresh.meta()["rscin_k_list"] == [1, 8, 9] and "clamped" in fresh.meta()["warnings"][0]
 
 
 def test_cnn_backbone_rejected_with_vit_names():
@@ -152,6 +173,8 @@ def test_config_rejects_bad_values(bad):
         MuScConfig(**bad)
 
 
-def test_smoothing_changes_maps_and_scores_follow_the_smoothed_max(clip_bb, images):
-    out = _musc(clip_bb, smoothing_sigma=2.0).score(images)
+def test_smoothing_changes_maps_and_scores_follow_the_smoothed_max(dino_bb, images):
+    out = _musc(dino_bb, smoothing_sigma=2.0).score(images)
     np.testing.assert_allclose(out.extras["raw_scores"], out.maps.reshape(8, -1).max(1), rtol=1e-6)
+    plain = _musc(dino_bb, classification_only=True).score(images)
+    assert (out.extras["raw_scores"] < plain.extras["raw_scores"]).all()  # blurring lowers every peak
