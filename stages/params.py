@@ -35,6 +35,7 @@ class DatasetParams(Strict):
     categories: list[str] | Literal["all"] = "all"
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     raw_root: str | None = None  # VisA only: the raw archive tree converted into ``root``
+    require_masks: bool = True  # false: defect images may lack masks (image-level metrics only)
     published: str | None = None  # key of the published-numbers table shown beside ours in the report
 
 

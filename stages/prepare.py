@@ -30,6 +30,6 @@ def run(dataset: str) -> None:
     with atomic_dir(manifest_dir(dataset)) as out:
         for cat in categories:
             manifest = build_manifest(dataset, ds.format, root, cat, val_fraction=ds.val_fraction, seed=p.seed,
-                                      progress=not OPTIONS.quiet)
+                                      progress=not OPTIONS.quiet, require_masks=ds.require_masks)
             manifest.save(out / f"{cat}.json")
         write_json(out / "index.json", {"dataset": dataset, "format": ds.format, "categories": categories})

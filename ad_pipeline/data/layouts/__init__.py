@@ -41,12 +41,13 @@ def list_categories(fmt: str, root: Path) -> list[str]:
 
 
 def build_manifest(dataset: str, fmt: str, root: Path, category: str, *, val_fraction: float = 0.1, seed: int = 42,
-                   check_images: bool = True, progress: bool = True) -> Manifest:
+                   check_images: bool = True, progress: bool = True, require_masks: bool = True) -> Manifest:
     """Validate ``root/category`` in format ``fmt`` and return its ordered manifest.
 
     Order: split (train, validation, test), defect type (good first, then by name), file name.
     Without a validation folder (all but LOCO) a seeded ``val_fraction`` of train/good becomes
     split "validation" with ``holdout=True``. ``check_images`` fully decodes every file.
+    ``require_masks=False`` accepts defect images without masks (image-level labels only).
     """
     return common.build_manifest(_spec(fmt), dataset, Path(root), category, val_fraction=val_fraction, seed=seed,
-                                 check_images=check_images, progress=progress)
+                                 check_images=check_images, progress=progress, require_masks=require_masks)

@@ -144,9 +144,10 @@ def _channels(entry: Path, stems: set[str]) -> tuple[str, ...] | None:
     return tuple(p.name for p in _visible(entry) if p.is_file() and p.suffix.lower() == ".png")
 
 
-def _match_masks(spec: LayoutSpec, gt_dir: Path, names: list[str]) -> dict[str, tuple[str, ...]]:
-    """Image name -> its mask paths relative to ``gt_dir``. Every image needs its mask(s);
-    every mask needs an image; one mask file per image (LOCO: one folder of channels)."""
+def _match_masks(spec: LayoutSpec, gt_dir: Path, names: list[str], require: bool = True) -> dict[str, tuple[str, ...]]:
+    """Image name -> its mask paths relative to ``gt_dir``. Every image needs its mask(s) (unless
+    ``require`` is False: image-level labels only); every mask needs an image; one mask file per
+    image (LOCO: one folder of channels)."""
     stem_to_name = {Path(n).stem: n for n in names}
     stems = set(stem_to_name)
     found: dict[str, list[str]] = {}
@@ -171,14 +172,14 @@ def _match_masks(spec: LayoutSpec, gt_dir: Path, names: list[str]) -> dict[str, 
                           fix=f"each mask must be named {naming} after an image in the test folder; "
                           "rename or delete these")
     missing = [n for s, n in stem_to_name.items() if s not in found]
-    if missing:
+    if missing and require:
         raise LayoutError(f"{len(missing)} defect image(s) without mask: {listed(missing)}", path=gt_dir,
                           fix=f"add the masks, named {naming}")
     several = [f"{m[0]} / {m[1]}" for m in found.values() if len(m) > 1 and not spec.mask_folders]
     if several:
         raise LayoutError(f"several masks for one image: {listed(several)}", path=gt_dir,
                           fix="keep one mask per image")
-    return {stem_to_name[s]: tuple(m) for s, m in found.items()}
+    return {n: tuple(found.get(s, ())) for s, n in stem_to_name.items()}
 
 
 def holdout_names(names: list[str], val_fraction: float, seed: int) -> set[str]:
@@ -211,7 +212,7 @@ def _check_ground_truth_root(spec: LayoutSpec, gt_root: Path, defects: list[str]
                               f"known defect folders: {', '.join(defects)}")
 
 
-def _collect(spec: LayoutSpec, cat: Path, val_fraction: float, seed: int) -> list[Sample]:
+def _collect(spec: LayoutSpec, cat: Path, val_fraction: float, seed: int, require_masks: bool = True) -> list[Sample]:
     """Samples in manifest order: split (train, validation, test), defect type (good first), name."""
     good = spec.good
     train = _image_names(spec, cat / "train" / good)
@@ -233,7 +234,7 @@ def _collect(spec: LayoutSpec, cat: Path, val_fraction: float, seed: int) -> lis
     _check_ground_truth_root(spec, cat / "ground_truth", defects)
     for defect in defects:
         names = _image_names(spec, test_dir / defect)
-        masks = _match_masks(spec, cat / "ground_truth" / defect, names)
+        masks = _match_masks(spec, cat / "ground_truth" / defect, names, require_masks)
         samples += [Sample(f"test/{defect}/{n}", "test", 1, defect,
                            tuple(f"ground_truth/{defect}/{m}" for m in masks[n])) for n in names]
     return samples
@@ -284,7 +285,8 @@ def _decode_all(cat: Path, samples: list[Sample], allowed: frozenset[int] | None
 
 
 def build_manifest(spec: LayoutSpec, dataset: str, root: Path, category: str, *, val_fraction: float = 0.1,
-                   seed: int = 42, check_images: bool = True, progress: bool = True) -> Manifest:
+                   seed: int = 42, check_images: bool = True, progress: bool = True,
+                   require_masks: bool = True) -> Manifest:
     """Check ``root/category`` against ``spec`` and return its manifest (root = the category folder).
 
     With ``check_images`` every image and mask is fully decoded (and LOCO mask values are
@@ -292,7 +294,7 @@ def build_manifest(spec: LayoutSpec, dataset: str, root: Path, category: str, *,
     """
     cat = category_dir(spec, Path(root), category)
     allowed = spec.mask_values(cat) if spec.mask_values else None
-    samples = _collect(spec, cat, val_fraction, seed)
+    samples = _collect(spec, cat, val_fraction, seed, require_masks)
     _check_mask_sizes(cat, samples)
     if check_images:
         _decode_all(cat, samples, allowed, progress)
