@@ -38,6 +38,7 @@ def export_onnx(module: nn.Module, example: torch.Tensor | Sequence[torch.Tensor
     path = Path(path)
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter announces its deprecation
+        warnings.filterwarnings("ignore", message="Constant folding")  # harmless notes on un-foldable slices
         torch.onnx.export(module, _as_tuple(example), str(tmp), dynamo=False, input_names=list(input_names),
                           output_names=list(output_names), dynamic_axes=axes, opset_version=opset,
                           do_constant_folding=True)
