@@ -5,6 +5,9 @@ Rules of a normal image (what the logical anomalies break):
 * top-right compartment: exactly 3 vertical bars (brown);
 * bottom-right compartment: exactly 1 ring whose colour pairs with the discs
   (orange ↔ teal, red ↔ violet); the right half of this compartment stays empty.
+
+A logical anomaly's mask is the footprint of the missing / extra / resized / recoloured part;
+for a misplaced disc it is one channel covering both its new and its expected place.
 """
 
 from __future__ import annotations
