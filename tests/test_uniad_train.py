@@ -82,7 +82,7 @@ def test_killed_run_resumes_to_identical_weights(data, tmp_path, monkeypatch):
     cfg = Config(**TINY)  # dropout 0.1 and jitter on: RNG state must be restored exactly
     uninterrupted = train_unified(sets, cfg, ctx_for(root), tmp_path / "a")
 
-    real_epoch = train_module._train_epoch
+    real_epoch = train_module.train_epoch
     calls = []
 
     def killed_in_second_epoch(*args, **kwargs):
@@ -91,10 +91,10 @@ def test_killed_run_resumes_to_identical_weights(data, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "_train_epoch", killed_in_second_epoch)
+    monkeypatch.setattr(train_module, "train_epoch", killed_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         train_unified(sets, cfg, ctx_for(root), tmp_path / "b")
-    monkeypatch.setattr(train_module, "_train_epoch", real_epoch)
+    monkeypatch.setattr(train_module, "train_epoch", real_epoch)
 
     resumed = train_unified(sets, cfg, ctx_for(root), tmp_path / "b")
     assert resumed.meta["resumed_from_epoch"] == 1

@@ -164,7 +164,7 @@ def _train(train_sets, paths, val_paths, cfg, ctx, checkpoint_dir, info: DistInf
                   disable=not (ctx.progress and info.is_main), initial=state.epoch, total=cfg.epochs)
     for epoch in epochs:
         sampler.set_epoch(epoch)
-        loss = _train_epoch(ddp, features, list(sampler), epoch, cfg, ctx.seed, optimizer, info)
+        loss = train_epoch(ddp, features, list(sampler), epoch, cfg, ctx.seed, optimizer, info)
         scheduler.step()
         state.loss_history.append(loss)
         state.epoch = epoch + 1
@@ -192,7 +192,7 @@ def _train(train_sets, paths, val_paths, cfg, ctx, checkpoint_dir, info: DistInf
     return TrainResult(model_state, meta)
 
 
-def _train_epoch(model: nn.Module, features: Tensor, order: list[int], epoch: int, cfg: Config, seed: int,
+def train_epoch(model: nn.Module, features: Tensor, order: list[int], epoch: int, cfg: Config, seed: int,
                  optimizer: torch.optim.Optimizer, info: DistInfo) -> float:
     """One pass over this rank's share ``order`` of the samples; returns the mean loss over all ranks."""
     model.train()
