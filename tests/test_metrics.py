@@ -176,3 +176,19 @@ def test_fast_spro_equals_literal_definition(seed):
     fast = spro(channels, maps, cfg)
     for limit in (0.01, 0.05, 0.1, 0.3, 1.0):
         assert fast[str(limit)] == pytest.approx(literal_area(fpr, y, limit), abs=1e-9)
+
+
+def test_small_blocks_give_the_same_counts():
+    from ad_pipeline.metrics.pixel import ap_of_pool, auroc_of_pool
+    from ad_pipeline.metrics.pool import PixelPool
+
+    rng = np.random.default_rng(5)
+    maps = np.round(rng.random((4, 6, 5)), 2)
+    masks = rng.random((4, 6, 5)) < 0.3
+    pool = PixelPool(block_size=7)  # many blocks, images straddling block ends
+    for mask, score_map in zip(masks, maps):
+        pool.add(score_map[~mask], score_map[mask])
+    pooled = pool.finish()
+    assert len(pooled.negative_blocks) > 3
+    assert auroc_of_pool(pooled) == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
+    assert ap_of_pool(pooled) == pytest.approx(average_precision_score(masks.ravel(), maps.ravel()), abs=1e-12)

@@ -24,7 +24,7 @@ def overlap_curve(pool: PooledPixels) -> tuple[np.ndarray, np.ndarray]:
     values, weights = pool.distinct_positives(pool.weights)
     reached = np.cumsum(weights) / weights.sum()
     before = np.concatenate(([0.0], reached[:-1]))
-    n_neg = pool.negatives.size
+    n_neg = pool.n_negatives
     fpr = np.empty(2 * values.size + 2)
     overlap = np.empty_like(fpr)
     fpr[1:-1:2] = pool.negatives_above(values) / n_neg

@@ -46,12 +46,12 @@ def loco_spro(defect_types: Sequence[str], gt_channels: Iterable[Sequence[Channe
     """{str(limit): {logical, structural, mean}} AU-sPRO.
 
     Streams every image once; good images are pooled once and shared by both splits.
-    Memory: 4 B per OK pixel of all images, plus one split's sorted copy.
+    Memory: 4 B per OK pixel of all images (no copy per split).
     """
     _check_types(defect_types)
     pools = {GOOD: PixelPool(), **{folder: PixelPool() for folder in SPLITS.values()}}
     for defect_type, channels, score_map in zip(defect_types, gt_channels, maps, strict=True):
         add_spro_image(pools[defect_type], channels, score_map, defects)
-    per_split = {split: spro_of_pool(PixelPool.combined(pools[GOOD], pools[folder]).finish(), limits)
+    per_split = {split: spro_of_pool(PixelPool.combined(pools[GOOD], pools[folder]), limits)
                  for split, folder in SPLITS.items()}
     return {key: with_mean({split: per_split[split][key] for split in SPLITS}) for key in per_split["logical"]}

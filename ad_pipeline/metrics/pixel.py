@@ -58,7 +58,7 @@ def _positive_counts(pool: PooledPixels) -> tuple[np.ndarray, np.ndarray, np.nda
 def auroc_of_pool(pool: PooledPixels) -> float:
     """Mann-Whitney AUROC: each positive beats the negatives below it and ties half of the equal ones."""
     values, counts, neg_at_or_above = _positive_counts(pool)
-    n_neg, n_pos = pool.negatives.size, pool.positives.size
+    n_neg, n_pos = pool.n_negatives, pool.positives.size
     neg_equal = neg_at_or_above - pool.negatives_above(values)
     wins = (n_neg - neg_at_or_above) + 0.5 * neg_equal
     return float(np.dot(counts, wins) / (float(n_pos) * n_neg))

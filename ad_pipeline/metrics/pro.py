@@ -35,6 +35,7 @@ def region_weights(defect: np.ndarray) -> np.ndarray:
 
     Regions are 8-connected components; a region's weights sum to 1.
     """
-    labels, n_regions = ndimage.label(defect, structure=EIGHT_CONNECTED)
-    sizes = np.bincount(labels.ravel(), minlength=n_regions + 1)
-    return 1.0 / sizes[labels[defect]]
+    if not defect.any():
+        return np.empty(0)
+    labels = ndimage.label(defect, structure=EIGHT_CONNECTED)[0][defect]
+    return 1.0 / np.bincount(labels)[labels]
