@@ -86,9 +86,9 @@ def test_position_embedding_layout_and_init():
 def test_init_xavier_linear_zero_bias_and_cloned_queries():
     model = tiny_model(enc_layers=2, dec_layers=2)
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    assert linears and all(float(m.bias.abs().max()) == 0.0 for m in linears)
+    assert linears and all(float(m.bias.detach().abs().max()) == 0.0 for m in linears)
     bound = math.sqrt(6.0 / (8 + 16))
-    assert float(model.input_proj.weight.abs().max()) <= bound
+    assert float(model.input_proj.weight.detach().abs().max()) <= bound
     # layers are clones of one prototype (reference behaviour): queries equal, Linear weights re-drawn
     assert torch.equal(model.decoder[0].queries, model.decoder[1].queries)
     assert not torch.equal(model.decoder[0].ffn.linear1.weight, model.decoder[1].ffn.linear1.weight)
