@@ -1,0 +1,124 @@
+"""LGST, CSAD's local–global student–teacher branch (csad.md §4).
+
+Teacher: frozen CNN layer2 + layer3 → bilinear to 64×64 → concat → 3×3 avg-pool (stride 1,
+pad 1) → a seeded, frozen, never-trained 1×1 conv to ``channels`` (saved in the state dict).
+Student: EfficientAD's PDN-M with padding, its last 1×1 conv replaced by two 1×1 heads
+(``st`` imitates the teacher, ``ae`` the autoencoder); the heads are concatenated
+[st | ae] so the model plugs into EfficientAD's training loop and map helpers unchanged.
+Autoencoder: EfficientAD's, with ``channels`` outputs and padding (64×64 for 256 input).
+Map: M̃_ST + M̃_AE (plain sum, quantile-normalised on validation); score = its max.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ad_pipeline.methods.efficientad.autoencoder import Autoencoder
+from ad_pipeline.methods.efficientad.data import normalize
+from ad_pipeline.methods.efficientad.maps import MapQuantiles, map_quantiles, normalise_map, raw_maps
+from ad_pipeline.methods.efficientad.pdn import PDN, pdn_output_size
+
+
+class LGSTTeacher(nn.Module):
+    """Normalised image [B,3,H,W] → [B,channels,H/4,W/4] (frozen)."""
+
+    def __init__(self, encoder: nn.Module, in_channels: int, *, channels: int = 512, out_size: int = 64,
+                 layers: Sequence[str] = ("layer2", "layer3"), seed: int = 0):
+        super().__init__()
+        self.encoder = encoder
+        self.layers = tuple(layers)
+        self.out_size = out_size
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.proj = nn.Conv2d(in_channels, channels, 1)  # PyTorch default init, seeded
+        self.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.encoder(x, list(self.layers))
+        size = (self.out_size, self.out_size)
+        f = torch.cat([F.interpolate(feats[n], size=size, mode="bilinear", align_corners=False) for n in self.layers], 1)
+        return self.proj(F.avg_pool2d(f, 3, stride=1, padding=1))
+
+
+class LocalGlobalStudent(nn.Module):
+    """PDN-M trunk (padding) + two 1×1 heads: [B,3,H,W] → [B,2·channels,h,w] = [st | ae]."""
+
+    def __init__(self, channels: int = 512, out_size: int = 64, width_divisor: int = 1):
+        super().__init__()
+        pdn = PDN("medium", channels, padding=True, width_divisor=width_divisor)
+        self.trunk = nn.Sequential(*list(pdn)[:-1])  # drop PDN-M's final 1×1 conv
+        self.st = nn.Conv2d(channels, channels, 1)
+        self.ae = nn.Conv2d(channels, channels, 1)
+        self.out_size = out_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = F.interpolate(self.trunk(x), size=(self.out_size, self.out_size), mode="bilinear", align_corners=False)
+        return torch.cat([self.st(z), self.ae(z)], 1)
+
+
+class LGST(nn.Module):
+    """Teacher/student/autoencoder; forward: normalised [B,3,H,W] → (map [B,1,h,w], score [B]).
+
+    Exposes the attributes EfficientAD's ``train_student_autoencoder`` / ``teacher_statistics``
+    use (``teacher``, ``student``, ``autoencoder``, ``teacher_mean/std``, ``teacher_features``).
+    """
+
+    size = "lgst"  # label of the training progress bar
+
+    def __init__(self, teacher: LGSTTeacher, *, image_size: int = 256, channels: int = 512, width_divisor: int = 1):
+        super().__init__()
+        out = pdn_output_size(image_size, padding=True)
+        self.teacher = teacher
+        self.student = LocalGlobalStudent(channels, out, width_divisor)
+        self.autoencoder = Autoencoder(image_size, channels, padding=True)
+        self.register_buffer("teacher_mean", torch.zeros(1, channels, 1, 1))
+        self.register_buffer("teacher_std", torch.ones(1, channels, 1, 1))
+        self.register_buffer("quantiles", MapQuantiles().as_tensor())  # st_a, st_b, ae_a, ae_b
+
+    def teacher_features(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.teacher(x) - self.teacher_mean) / self.teacher_std
+
+    def raw_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(M_ST, M_AE) each [B,1,h,w] before normalisation."""
+        return raw_maps(self.teacher_features(x), self.student(x), self.autoencoder(x))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m_st, m_ae = self.raw_maps(x)
+        q = self.quantiles
+        m = normalise_map(m_st, q[0], q[1]) + normalise_map(m_ae, q[2], q[3])
+        return m, m.amax(dim=(1, 2, 3))
+
+
+@torch.no_grad()
+def fit_map_quantiles(model: LGST, images: torch.Tensor, *, batch_size: int = 8, cap: int = 10_000_000,
+                      seed: int = 0) -> MapQuantiles:
+    """Set and return q(0.9)/q(0.995) of the raw ST and AE maps over uint8 validation images
+    [N,3,H,W] (normalisation skipped when degenerate). Memory: N·h·w floats per map kind."""
+    model.eval()
+    st, ae = [], []
+    for i in range(0, len(images), batch_size):
+        m_st, m_ae = model.raw_maps(normalize(images[i:i + batch_size].float().div(255)))
+        st.append(m_st.numpy())
+        ae.append(m_ae.numpy())
+    st_a, st_b, _ = map_quantiles(np.concatenate(st), cap, seed)
+    ae_a, ae_b, _ = map_quantiles(np.concatenate(ae), cap, seed)
+    q = MapQuantiles(st_a, st_b, ae_a, ae_b)
+    model.quantiles.copy_(q.as_tensor())
+    return q
+
+
+@torch.no_grad()
+def lgst_scores(model: LGST, images: torch.Tensor, *, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images [N,3,H,W] → (scores float32 [N], maps float32 [N,h,w])."""
+    model.eval()
+    maps, scores = [], []
+    for i in range(0, len(images), batch_size):
+        m, s = model(normalize(images[i:i + batch_size].float().div(255)))
+        maps.append(m[:, 0].numpy())
+        scores.append(s.numpy())
+    return np.concatenate(scores).astype(np.float32), np.concatenate(maps).astype(np.float32)
