@@ -51,7 +51,8 @@ class Config(MethodConfig):
     @model_validator(mode="after")
     def _check_shapes(self) -> Config:
         if self.image_size % 16:
-            raise ValueError(f"image_size must be a multiple of 16 (stride of the deepest block), got {self.image_size}")
+            raise ValueError(f"image_size must be a multiple of 16 (stride of the deepest block), "
+                             f"got {self.image_size}")
         if self.hidden % 2 or self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be even and divisible by heads ({self.heads})")
         if self.neighbor_size % 2 == 0:

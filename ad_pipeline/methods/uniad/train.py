@@ -111,7 +111,8 @@ def train_unified(
     Every process of a torchrun launch calls this with the same arguments; it returns the same
     result on every rank (only rank 0 writes ``checkpoint_dir/checkpoint.pth``). ``cfg.select``:
     ``"last"`` keeps the final epoch, ``"validation"`` the checkpoint epoch with the lowest
-    validation reconstruction loss on ``validation_sets`` (never test data). Memory: the aligned
+    validation reconstruction loss on ``validation_sets`` (never test data; ignored with ``"last"``),
+    evaluated at every checkpoint epoch. Memory: the aligned
     features of all training (and validation) images, ``N·C·h·w·4`` bytes (213 kB per 224² image).
     """
     paths = _union(train_sets, "train_sets")
@@ -136,7 +137,8 @@ def _union(sets: Mapping[str, Sequence[Path]] | None, what: str) -> list[Path]:
     return [Path(p) for ps in sets.values() for p in ps]
 
 
-def _train(train_sets, paths, val_paths, cfg, ctx, checkpoint_dir, info: DistInfo) -> TrainResult:
+def _train(train_sets: Mapping[str, Sequence[Path]], paths: list[Path], val_paths: list[Path], cfg: Config,
+           ctx: RunContext, checkpoint_dir: Path, info: DistInfo) -> TrainResult:
     extractor = build_feature_extractor(cfg, ctx)
     extract = dict(image_size=cfg.image_size, batch_size=cfg.batch_size, device=info.device,
                    num_workers=cfg.num_workers, cache_dir=ctx.cache_dir, progress=ctx.progress and info.is_main)
