@@ -1,0 +1,47 @@
+"""PatchCore locally aware patch features (spec/patchcore.md §3)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def pool_to(vectors: torch.Tensor, dim: int) -> torch.Tensor:
+    """[P, L] -> [P, dim] by 1-D adaptive average pooling: bin i averages [floor(i·L/dim), ceil((i+1)·L/dim))."""
+    return F.adaptive_avg_pool1d(vectors[:, None, :], dim)[:, 0, :]
+
+
+class PatchAggregator(nn.Module):
+    """Feature maps of several layers -> one embedding per position of the first (finest) layer.
+
+    Per layer [B, C, h, w]: gather each position's p×p neighbourhood (zero padding, channel-major
+    C·p·p vector, as ``F.unfold``), resize coarser grids bilinearly to the first layer's grid,
+    adaptive-average-pool every vector to ``pretrain_embed_dim``; then concatenate the layers and
+    pool to ``target_embed_dim``. Output [B, h0, w0, target_embed_dim]. Memory: one unfolded layer
+    [B, C·p², h0·w0] at a time.
+    """
+
+    def __init__(self, patch_size: int = 3, pretrain_embed_dim: int = 1024, target_embed_dim: int = 1024):
+        super().__init__()
+        if patch_size < 1 or patch_size % 2 == 0:
+            raise ValueError(f"patch_size must be odd and >= 1, got {patch_size}")
+        self.patch_size = patch_size
+        self.pretrain_embed_dim = pretrain_embed_dim
+        self.target_embed_dim = target_embed_dim
+
+    def forward(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+        b, _, h0, w0 = maps[0].shape
+        per_layer = []
+        for fmap in maps:
+            p = self.patch_size
+            neighbourhoods = F.unfold(fmap, kernel_size=p, padding=p // 2)  # [B, C·p², h·w]
+            grid = neighbourhoods.unflatten(2, fmap.shape[-2:])  # [B, C·p², h, w]
+            if grid.shape[-2:] != (h0, w0):
+                grid = F.interpolate(grid, size=(h0, w0), mode="bilinear", align_corners=False)
+            vectors = grid.flatten(2).transpose(1, 2).reshape(b * h0 * w0, -1)
+            per_layer.append(pool_to(vectors, self.pretrain_embed_dim))
+        stacked = torch.stack(per_layer, dim=1).reshape(b * h0 * w0, -1)  # [P, layers·pretrain_dim]
+        return pool_to(stacked, self.target_embed_dim).reshape(b, h0, w0, self.target_embed_dim)
