@@ -1,0 +1,1 @@
+"""PSAD: part segmentation → histogram, composition and patch memory banks with adaptive scaling."""
