@@ -6,6 +6,7 @@ needs the ``onnxscript`` package, which the project does not depend on.
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -77,9 +78,11 @@ def check_parity(module: nn.Module, onnx_path: str | Path, inputs: torch.Tensor 
 
 
 def export_efficientad(model_dir: str | Path, out_path: str | Path, images: Sequence[Path], *,
-                       atol: float = 1e-4, opset: int = 17) -> dict[str, Any]:
+                       atol: float = 1e-4, opset: int = 17, batch_size: int = 8) -> dict[str, Any]:
     """Export a trained EfficientAD (normalised image [B,3,S,S] → map [B,1,S,S], score [B]) and
-    check parity on ``images``. Returns {onnx_path, max_abs_diff, n_images, model_size, image_size, opset}.
+    check parity on ``images`` in batches of ``batch_size``.
+
+    Returns {onnx_path, max_abs_diff, n_images, model_size, image_size, opset}.
     """
     from ad_pipeline.methods.efficientad.data import load_unit, normalize
     from ad_pipeline.methods.efficientad.method import load_model
@@ -87,9 +90,12 @@ def export_efficientad(model_dir: str | Path, out_path: str | Path, images: Sequ
     if not images:
         raise ValueError("export_efficientad needs at least one image for the parity check")
     model, info = load_model(Path(model_dir))
-    x = normalize(load_unit(list(images), info["image_size"]))
-    path = export_onnx(model, x[:1], out_path, input_names=["image"], output_names=["anomaly_map", "score"],
+    images = list(images)
+    batches = (normalize(load_unit(images[i:i + batch_size], info["image_size"]))
+               for i in range(0, len(images), batch_size))
+    first = next(batches)
+    path = export_onnx(model, first[:1], out_path, input_names=["image"], output_names=["anomaly_map", "score"],
                        opset=opset)
-    diff = check_parity(model, path, x, atol=atol)
+    diff = max(check_parity(model, path, x, atol=atol) for x in itertools.chain([first], batches))
     return {"onnx_path": str(path), "max_abs_diff": diff, "n_images": len(images), "model_size": info["model_size"],
             "image_size": info["image_size"], "opset": opset}

@@ -101,7 +101,7 @@ class PUAD(AnomalyMethod):
         device = self.cfg.device or self.ctx.device
         feats, scores = [], []
         step = self.cfg.batch_size
-        for i in tqdm(range(0, len(paths), step), desc=desc, disable=not self.cfg.progress):
+        for i in tqdm(range(0, len(paths), step), desc=desc, disable=not (self.cfg.progress and self.ctx.progress)):
             x = normalize(load_unit(paths[i:i + step], self.model.image_size)).to(device)
             t_hat, student, ae = self.model.outputs(x)
             f = student[:, : t_hat.shape[1]] if self.cfg.feature_extractor == "student" else t_hat

@@ -92,6 +92,10 @@ class EfficientAD(AnomalyMethod):
     def device(self) -> str:
         return self.cfg.device or self.ctx.device
 
+    @property
+    def progress(self) -> bool:
+        return self.cfg.progress and self.ctx.progress
+
     def _teacher_dir(self) -> Path:
         d = self.ctx.upstream_dirs.get("efficientad_teacher")
         if d is None:
@@ -119,7 +123,7 @@ class EfficientAD(AnomalyMethod):
             model.teacher.load_state_dict(teacher.pdn.state_dict())
             model.to(self.device).eval()
             images = load_uint8(train, cfg.image_size)
-            mean, std = teacher_statistics(model, images, cfg.score_batch_size, cfg.progress)
+            mean, std = teacher_statistics(model, images, cfg.score_batch_size, self.progress)
             dead = int((std < 1e-12).sum())
             if dead:
                 log.warning("%d teacher channels are constant on the training set; their std is clamped to 1e-12", dead)
@@ -128,7 +132,7 @@ class EfficientAD(AnomalyMethod):
             self.losses = train_student_autoencoder(
                 model, images, PenaltyImages(penalty_paths, cfg.image_size, PENALTY_GRAYSCALE_P),
                 steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size, gen=gen,
-                quantile_cap=cfg.quantile_subsample, progress=cfg.progress)
+                quantile_cap=cfg.quantile_subsample, progress=self.progress)
         quantiles, degenerate = self._validation_quantiles(model, validation)
         model.quantiles.copy_(quantiles.as_tensor())
         self.model = model.cpu().eval()
@@ -155,7 +159,7 @@ class EfficientAD(AnomalyMethod):
     def _batches(self, paths: Sequence[Path], desc: str) -> Iterator[torch.Tensor]:
         """Normalised image batches [b,3,S,S] of at most score_batch_size images."""
         step = self.cfg.score_batch_size
-        for i in tqdm(range(0, len(paths), step), desc=desc, disable=not self.cfg.progress):
+        for i in tqdm(range(0, len(paths), step), desc=desc, disable=not self.progress):
             yield normalize(load_unit(paths[i:i + step], self.cfg.image_size))
 
     def _require_model(self) -> EfficientADModel:
@@ -165,7 +169,10 @@ class EfficientAD(AnomalyMethod):
 
     @torch.no_grad()
     def score(self, images: Sequence[Path]) -> Scores:
-        """Scores float32 [N] (max of the map) and maps float32 [N,S,S] at image_size S."""
+        """Scores float32 [N] (max of the map) and maps float32 [N,S,S] at image_size S.
+
+        Memory: the returned maps (4·N·S² bytes) plus one batch of score_batch_size images.
+        """
         model = self._require_model().to(self.device)
         maps, scores = [], []
         for x in self._batches(images, "EfficientAD score"):

@@ -159,6 +159,7 @@ def distill_teacher(images: Sequence[Path], cfg: TeacherConfig, ctx: RunContext,
         mean, std = target_norm or (IMAGENET_MEAN, IMAGENET_STD)
     gen = torch.Generator().manual_seed(ctx.seed)
     images = list(images)
+    progress = cfg.progress and ctx.progress
 
     def target_of(x: torch.Tensor) -> torch.Tensor:
         return target(normalize(x, mean, std).to(ctx.device))
@@ -166,7 +167,7 @@ def distill_teacher(images: Sequence[Path], cfg: TeacherConfig, ctx: RunContext,
     stat_idx = torch.randperm(len(images), generator=gen)[: cfg.norm_images].tolist()
     stat_batches = (target_of(load_unit([images[i] for i in stat_idx[j:j + cfg.batch_size]], cfg.target_image_size))
                     for j in range(0, len(stat_idx), cfg.batch_size))
-    mu, sigma = channel_mean_std(tqdm(stat_batches, desc="teacher target stats", disable=not cfg.progress,
+    mu, sigma = channel_mean_std(tqdm(stat_batches, desc="teacher target stats", disable=not progress,
                                       total=-(-len(stat_idx) // cfg.batch_size)))
     sigma = sigma.clamp_min(1e-12)
 
@@ -177,7 +178,7 @@ def distill_teacher(images: Sequence[Path], cfg: TeacherConfig, ctx: RunContext,
     batches = shuffled_batches(len(images), cfg.batch_size, gen)
     pdn.train()
     losses: list[float] = []
-    bar = tqdm(range(cfg.steps), desc=f"distil teacher ({cfg.model_size})", disable=not cfg.progress)
+    bar = tqdm(range(cfg.steps), desc=f"distil teacher ({cfg.model_size})", disable=not progress)
     for _ in bar:
         paths = [images[i] for i in next(batches).tolist()]
         gray = torch.rand(len(paths), generator=gen) < cfg.grayscale_p
