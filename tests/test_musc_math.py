@@ -88,6 +88,12 @@ def test_small_budget_means_more_blocks_and_identical_scores():
     torch.testing.assert_close(mutual_scores(z, k, max_memory_bytes=6_000), mutual_scores(z, k), rtol=0, atol=1e-6)
 
 
+def test_plan_uses_small_blocks_for_symmetry_when_memory_allows():
+    plan = plan_chunks(64, 196, 2**31)  # ViT-B-16 at 224: 8 images (1568 rows) per block
+    assert (plan.block, plan.band) == (8, 64)
+    assert plan.n_blocks(64) == 8 * 9 // 2
+
+
 def test_plan_never_goes_below_one_image_pair():
     plan = plan_chunks(5, 100, 1)
     assert (plan.block, plan.band) == (1, 1)

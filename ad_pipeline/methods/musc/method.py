@@ -82,6 +82,7 @@ class MuSc(AnomalyMethod):
     name = "musc"
     Config = MuScConfig
     zero_shot = True
+    pluggable_backbone = True
 
     def __init__(self, cfg: MuScConfig, ctx: RunContext, *, backbone: Backbone | None = None):
         """``backbone``: an already built ``ctx.backbone`` to share (tests, benchmarks); else built lazily."""

@@ -24,6 +24,9 @@ from ad_pipeline.methods.musc.lnamd import lnamd_features
 
 MATMUL_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _BYTES_PER_VALUE = 4  # float32 table and (at most) float32 similarity block
+# Rows (block · L) of one similarity block: large enough for an efficient matmul, small enough that
+# the diagonal blocks (computed in full, both triangles) waste little: a fraction block / N.
+_TARGET_BLOCK_ROWS = 1536
 
 
 @dataclass(frozen=True)
@@ -51,9 +54,11 @@ class ChunkPlan:
 
 
 def plan_chunks(n_images: int, n_patches: int, max_memory_bytes: float) -> ChunkPlan:
-    """Split ``max_memory_bytes`` evenly between the band table and the similarity block."""
+    """Split ``max_memory_bytes`` evenly between the band table and the similarity block; blocks
+    hold about ``_TARGET_BLOCK_ROWS`` patch rows when memory allows."""
     half = max_memory_bytes / 2
-    block = max(1, min(n_images, math.isqrt(int(half // (_BYTES_PER_VALUE * n_patches**2)))))
+    by_memory = math.isqrt(int(half // (_BYTES_PER_VALUE * n_patches**2)))
+    block = max(1, min(n_images, by_memory, round(_TARGET_BLOCK_ROWS / n_patches)))
     band = max(1, min(n_images, int(half // (_BYTES_PER_VALUE * n_patches * n_images))))
     if band < n_images:
         block = min(block, band)
