@@ -1,5 +1,6 @@
 """The EfficientAD teacher: a PDN distilled from a PatchCore-style WRN-101-2 descriptor, or
-loaded from a checkpoint file.
+loaded from a checkpoint file. (PUAD's simpler target — channel pooling of concatenated
+layer2/layer3 maps without 3×3 aggregation — is not implemented; we follow PatchCore/nelson.)
 
 Teacher checkpoint files (``weights_dir`` or a teacher stage's output directory):
 ``teacher_small.pth`` / ``teacher_medium.pth`` — a plain torch state dict of the PDN with
@@ -18,6 +19,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 from tqdm import tqdm
 
@@ -43,10 +45,10 @@ class TeacherConfig(MethodConfig):
 
     model_size: ModelSize = "small"
     source: Literal["auto", "file", "distill"] = "auto"  # auto: weights_dir/teacher_<size>.pth if present, else distil
-    steps: int = 60_000
+    steps: int = Field(60_000, ge=1)
     lr: float = 1e-4
     weight_decay: float = 1e-5
-    batch_size: int = 16
+    batch_size: int = Field(16, ge=1)
     pretrain_images: str | None = None  # folder of generic images (ImageNet); null → the dataset's training images
     image_size: int = 256  # PDN input (padding=True → image_size/4 output grid)
     target_backbone: str = "wide_resnet101_2"
@@ -134,9 +136,20 @@ def build_target(cfg: TeacherConfig, ctx: RunContext) -> tuple[PatchDescriptorTa
     from ad_pipeline.backbones import build_backbone
 
     bb = build_backbone(cfg.target_backbone, pretrained=ctx.pretrained, weights_dir=ctx.weights_dir, seed=ctx.seed)
-    bb.model.eval()
+    bb.eval().to(ctx.device)
     target = PatchDescriptorTarget(bb, cfg.target_layers, cfg.target_layer_dim, cfg.channels)
     return target, bb.spec.mean, bb.spec.std, bb.weights
+
+
+def _target_statistics(images: Sequence[Path], target_of: Callable[[torch.Tensor], torch.Tensor], cfg: TeacherConfig,
+                       gen: torch.Generator, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Channel (μ, σ) [1,C,1,1] of the target over a seeded subset of ≤ norm_images images (σ ≥ 1e-12)."""
+    idx = torch.randperm(len(images), generator=gen)[: cfg.norm_images].tolist()
+    batches = (target_of(load_unit([images[i] for i in idx[j:j + cfg.batch_size]], cfg.target_image_size))
+               for j in range(0, len(idx), cfg.batch_size))
+    mu, sigma = channel_mean_std(tqdm(batches, desc="teacher target stats", disable=not progress,
+                                      total=-(-len(idx) // cfg.batch_size)))
+    return mu, sigma.clamp_min(1e-12)
 
 
 def distill_teacher(images: Sequence[Path], cfg: TeacherConfig, ctx: RunContext, *,
@@ -164,12 +177,7 @@ def distill_teacher(images: Sequence[Path], cfg: TeacherConfig, ctx: RunContext,
     def target_of(x: torch.Tensor) -> torch.Tensor:
         return target(normalize(x, mean, std).to(ctx.device))
 
-    stat_idx = torch.randperm(len(images), generator=gen)[: cfg.norm_images].tolist()
-    stat_batches = (target_of(load_unit([images[i] for i in stat_idx[j:j + cfg.batch_size]], cfg.target_image_size))
-                    for j in range(0, len(stat_idx), cfg.batch_size))
-    mu, sigma = channel_mean_std(tqdm(stat_batches, desc="teacher target stats", disable=not progress,
-                                      total=-(-len(stat_idx) // cfg.batch_size)))
-    sigma = sigma.clamp_min(1e-12)
+    mu, sigma = _target_statistics(images, target_of, cfg, gen, progress)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ctx.seed)
@@ -197,9 +205,9 @@ def distill_teacher(images: Sequence[Path], cfg: TeacherConfig, ctx: RunContext,
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     pdn = pdn.cpu().eval()
-    meta = {"source": "distilled", "channels": cfg.channels, "width_divisor": cfg.width_divisor, "steps": cfg.steps, "target_backbone": cfg.target_backbone,
-            "target_weights": weights, "n_images": len(images), "first_loss": losses[0] if losses else None,
-            "final_loss": losses[-1] if losses else None}
+    meta = {"source": "distilled", "channels": cfg.channels, "width_divisor": cfg.width_divisor, "steps": cfg.steps,
+            "target_backbone": cfg.target_backbone,
+            "target_weights": weights, "n_images": len(images), "first_loss": losses[0], "final_loss": losses[-1]}
     return TeacherState(pdn, cfg.model_size, meta, losses)
 
 
