@@ -1,8 +1,8 @@
 """EfficientAD's autoencoder: image [B,3,H,W] → 1×1×64 bottleneck → [B,384,h,w].
 
 Decoder resize targets follow the general formula for a square input of side H:
-H/64−1, H/32, H/16−1, H/8, H/4−1, H/2−1, then H/4−8 (PDN without padding) or H/4 (with padding); each k4/p2 conv grows the map by one pixel. For H=256: 3, 8, 15, 32, 63,
-127 → 56. For H ≥ 256 this is the paper's network (the encoder's last conv has kernel 8).
+H/64−1, H/32, H/16−1, H/8, H/4−1, H/2−1, then H/4−8 (PDN without padding) or H/4 (with
+padding); each k4/p2 conv grows the map by one pixel. For H=256: 3, 8, 15, 32, 63, 127 → 56. For H ≥ 256 this is the paper's network (the encoder's last conv has kernel 8).
 Smaller inputs (H a multiple of 32, ≥ 64; smoke tests only) shrink that kernel to H/32 so the
 bottleneck stays 1×1 (the reference network crashes there) and clamp the first target to ≥ 1.
 """
