@@ -28,6 +28,7 @@ from ad_pipeline.segmentation.proposers import (
     split_components,
 )
 from ad_pipeline.segmentation.pseudo_labels import PseudoLabelConfig, PseudoLabels, generate_pseudo_labels
+from test_segmentation_fakes import single_thread  # noqa: F401 (autouse fixture)
 
 
 def box(shape, y0, y1, x0, x1):
@@ -206,3 +207,33 @@ def test_generate_pseudo_labels_recovers_parts(tmp_path):
     back = PseudoLabels.load(tmp_path / "out")
     assert back.paths == labels.paths and back.info == labels.info
     assert all(np.array_equal(a, b) for a, b in zip(back.label_maps, labels.label_maps))
+
+
+def test_build_proposer_and_descriptor_from_config():
+    from ad_pipeline.segmentation.pseudo_labels import build_descriptor, build_proposer
+
+    assert isinstance(build_proposer(PseudoLabelConfig(proposer="part_labels")), PartLabelProposer)
+    assert isinstance(build_proposer(PseudoLabelConfig(proposer="color")), ColorComponentsProposer)
+    cfg = PseudoLabelConfig(descriptor_backbone="resnet18", n_rotations=2, proj_dim=16)
+    desc = build_descriptor(cfg, pretrained="false")
+    assert desc.proj_weight.shape == (16, 512)  # resnet18 layer4
+    assert desc(torch.rand(1, 3, 65, 65)).shape == (1, 16)
+
+
+def test_grounded_sam_without_weights_is_a_clear_user_error(tmp_path):
+    from ad_pipeline.errors import UserError
+    from ad_pipeline.segmentation.grounded_sam import caption_of, required_files
+
+    assert caption_of("  Almond. Apple ") == "almond. apple."
+    with pytest.raises(UserError, match="groundingdino_swint_ogc.pth.*bert-base-uncased.*sam_hq_vit_h.pth"):
+        required_files(tmp_path, "vit_h")
+    with pytest.raises(UserError, match="unknown SAM-HQ variant"):
+        required_files(tmp_path, "vit_x")
+    with pytest.raises(UserError, match="Grounded-SAM weights not found"):
+        build_proposer_grounded(tmp_path)
+
+
+def build_proposer_grounded(weights_dir):
+    from ad_pipeline.segmentation.pseudo_labels import build_proposer
+
+    return build_proposer(PseudoLabelConfig(proposer="grounded_sam"), weights_dir=weights_dir)

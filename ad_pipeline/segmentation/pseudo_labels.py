@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 from tqdm import tqdm
@@ -20,6 +21,7 @@ from ad_pipeline.data.images import load_mask, load_rgb
 from ad_pipeline.errors import ArtifactError
 from ad_pipeline.io import atomic_path, read_json, save_npy, write_json
 from ad_pipeline.segmentation.clustering import (
+    BackboneLayer,
     ComponentDescriptor,
     area_histograms,
     cluster_components,
@@ -28,6 +30,7 @@ from ad_pipeline.segmentation.clustering import (
     filter_histograms,
     relabel,
 )
+from ad_pipeline.segmentation.proposers import ColorComponentsProposer, MaskProposer, PartLabelProposer
 
 
 class PseudoLabelConfig(BaseModel):
@@ -102,6 +105,31 @@ class PseudoLabels:
         if [str(p) for p in paths] != self.paths:
             raise ArtifactError("pseudo-labels were made for other (or reordered) training images",
                                 fix="re-run the pseudo_labels stage for the current manifest")
+
+
+def build_proposer(cfg: PseudoLabelConfig, *, grounded=None, weights_dir: Path | None = None,
+                   device: str = "cpu") -> MaskProposer:
+    """The proposer named by ``cfg.proposer``; ``grounded`` is a ``GroundedSamConfig`` (its defaults if None)."""
+    if cfg.proposer == "part_labels":
+        return PartLabelProposer(cfg.min_component_px)
+    if cfg.proposer == "color":
+        return ColorComponentsProposer(cfg.color_levels, cfg.min_component_px)
+    from ad_pipeline.segmentation.grounded_sam import GroundedSamConfig, GroundedSamProposer
+
+    return GroundedSamProposer(grounded or GroundedSamConfig(), weights_dir=weights_dir, device=device)
+
+
+def build_descriptor(cfg: PseudoLabelConfig, *, pretrained: str = "auto", weights_dir: Path | None = None,
+                     seed: int = 0) -> ComponentDescriptor:
+    """Registry CNN layer (``cfg.descriptor_backbone``/``descriptor_layer``) + seeded projection."""
+    from ad_pipeline.backbones import build_backbone
+
+    bb = build_backbone(cfg.descriptor_backbone, pretrained=pretrained, weights_dir=weights_dir, seed=seed)
+    features = BackboneLayer(bb, cfg.descriptor_layer)
+    with torch.no_grad():
+        in_dim = features(torch.zeros(1, 3, 65, 65)).shape[1]
+    return ComponentDescriptor(features, in_dim, proj_dim=cfg.proj_dim, n_rotations=cfg.n_rotations,
+                               seed=cfg.projection_seed, mean=bb.spec.mean, std=bb.spec.std)
 
 
 def generate_pseudo_labels(paths: Sequence[Path], proposer, descriptor: ComponentDescriptor, cfg: PseudoLabelConfig,

@@ -8,7 +8,6 @@ z(LGST) + z(patch-hist), both trimmed z-scores of validation scores.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,14 +24,12 @@ from ad_pipeline.methods.base import AnomalyMethod, MethodConfig, RunContext, Sc
 from ad_pipeline.methods.csad.fusion import TrimmedStats, trimmed_stats
 from ad_pipeline.methods.csad.lgst import LGST, LGSTTeacher, fit_map_quantiles, lgst_scores
 from ad_pipeline.methods.csad.patch_hist import PatchHistogramModel
-from ad_pipeline.methods.efficientad.data import PenaltyImages, list_images, load_uint8, normalize
+from ad_pipeline.methods.efficientad.data import PenaltyImages, list_images, load_uint8
 from ad_pipeline.methods.efficientad.train import teacher_statistics, train_student_autoencoder
 from ad_pipeline.seed import seed_everything
 from ad_pipeline.segmentation.models import FrozenEncoderSegmentor, probe_channels
 from ad_pipeline.segmentation.pseudo_labels import PseudoLabels
 from ad_pipeline.segmentation.train import SegTrainConfig, predict_labels, train_segmentation
-
-log = logging.getLogger(__name__)
 
 SEGMENTOR_FILE = "segmentor_head.pth"
 SEGMENTOR_META = "segmentor.json"
