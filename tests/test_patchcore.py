@@ -81,10 +81,11 @@ def test_coreset_edge_cases():
     assert torch.equal(greedy_coreset(feats, 0.2, seed=1), greedy_coreset(feats, 0.2, seed=1))
 
 
-def test_knn_equals_brute_force_cdist():
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_knn_equals_brute_force_cdist(backend):
     g = torch.Generator().manual_seed(1)
     queries, bank = torch.randn(300, 32, generator=g), torch.randn(500, 32, generator=g)
-    d, idx = nearest_sq_distances(queries, bank, 3, chunk_elements=500 * 7)  # 43 chunks of 7 queries
+    d, idx = nearest_sq_distances(queries, bank, 3, backend=backend, chunk_elements=500 * 7)  # torch: 43 chunks
     brute = torch.cdist(queries.double(), bank.double()) ** 2
     ref = torch.topk(brute, 3, dim=1, largest=False)
     assert torch.equal(idx, ref.indices)

@@ -1,27 +1,55 @@
-"""Exact k-nearest-neighbour search in chunks (squared Euclidean distances, like faiss IndexFlatL2)."""
+"""Exact k-nearest-neighbour search (squared Euclidean distances, as faiss IndexFlatL2 returns them).
+
+Backends, chosen by measurement (bench/patchcore.py, 2 CPU cores): on CPU faiss ``IndexFlatL2``
+was ~1.6x faster than chunked torch matmul with identical neighbours; on GPU the torch path runs
+on the device. Both are exact searches.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 24  # 16M floats = 64 MiB distance block
 
 
-def nearest_sq_distances(queries: torch.Tensor, bank: torch.Tensor, k: int = 1, *,
+def nearest_sq_distances(queries: torch.Tensor, bank: torch.Tensor, k: int = 1, *, backend: str = "auto",
                          chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
     """Squared L2 distances [Q, k] (ascending) and indices [Q, k] of the k nearest ``bank`` rows.
 
-    ``queries`` [Q, D], ``bank`` [M, D]. Exact: ‖q‖² + ‖m‖² − 2 qᵀm in float32, clamped at 0.
-    Memory: one [chunk, M] block with chunk = max(1, chunk_elements // M) queries.
+    ``queries`` [Q, D], ``bank`` [M, D]; ``backend``: "auto" (faiss for CPU tensors, torch
+    otherwise), "faiss" or "torch". Memory: the torch path holds one [chunk, M] block with
+    chunk = max(1, chunk_elements // M) queries; faiss blocks its search internally.
     """
     if bank.shape[0] < k:
         raise ValueError(f"memory bank has {bank.shape[0]} rows, fewer than k={k}")
+    if backend == "auto":
+        backend = "faiss" if bank.device.type == "cpu" else "torch"
+    if backend == "faiss":
+        return _faiss_search(queries, bank, k)
+    if backend != "torch":
+        raise ValueError(f"unknown kNN backend {backend!r}; expected auto, faiss or torch")
+    return _torch_search(queries, bank, k, chunk_elements)
+
+
+def _faiss_search(queries: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    import faiss
+
+    index = faiss.IndexFlatL2(bank.shape[1])
+    index.add(np.ascontiguousarray(bank.detach().cpu().numpy(), dtype=np.float32))
+    dist, idx = index.search(np.ascontiguousarray(queries.detach().cpu().numpy(), dtype=np.float32), k)
+    return torch.from_numpy(dist).clamp_(min=0), torch.from_numpy(idx)
+
+
+def _torch_search(queries: torch.Tensor, bank: torch.Tensor, k: int,
+                  chunk_elements: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """‖q‖² + ‖m‖² − 2 qᵀm in float32, clamped at 0, top-k per query chunk."""
     bank = bank.float()
     bank_sq = (bank * bank).sum(dim=1)
     chunk = max(1, chunk_elements // bank.shape[0])
     dists, indices = [], []
     for start in range(0, queries.shape[0], chunk):
-        q = queries[start:start + chunk].float()
+        q = queries[start:start + chunk].to(bank.device, torch.float32)
         d = torch.addmm(bank_sq[None, :], q, bank.T, alpha=-2).add_((q * q).sum(dim=1, keepdim=True)).clamp_(min=0)
         top = torch.topk(d, k, dim=1, largest=False)
         dists.append(top.values)
