@@ -133,3 +133,23 @@ def test_csad_end_to_end_fit_score_save_load(tmp_path):
     method.save(tmp_path / "csad")
     again = CSAD.load(tmp_path / "csad", cfg, ctx).score(test)
     np.testing.assert_array_equal(again.scores, out.scores)
+
+
+def test_csad_export_matches_library_scores_and_onnx(tmp_path):
+    from ad_pipeline.methods.csad.export import CSADInference, export_csad
+
+    train, labels = make_images(tmp_path, 4, "train")
+    val, _ = make_images(tmp_path, 3, "val")
+    pseudo = PseudoLabels([str(p) for p in train], labels, np.zeros((4, 2), np.float32), np.arange(4))
+    cfg = CSADConfig(image_size=128, encoder="resnet18", head_channels=8, head_low_channels=4, bn_momentum=0.1,
+                     segmentor=SegTrainConfig(epochs=2, sup_only_epochs=2, batch_size=2),
+                     lgst_channels=8, lgst_width_divisor=32, lgst_steps=1, batch_size=4)
+    ctx = RunContext(seed=0, pretrained="false", progress=False, upstream_dirs={"segmentor": tmp_path / "seg"})
+    save_segmentor(fit_segmentor(train, pseudo, cfg, ctx)[0], tmp_path / "seg", cfg)
+    method = CSAD(cfg, ctx)
+    method.fit(train, val)
+    from ad_pipeline.data.images import load_batch
+
+    score, _ = CSADInference(method)(load_batch(val, 128))
+    np.testing.assert_allclose(score.detach().numpy(), method.score(val).scores, atol=1e-3)
+    assert export_csad(method, tmp_path / "csad.onnx", val) < 1e-3

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 def class_histograms(seg: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """int [B,H,W] class maps → (h_g [B,C], h_p [B,4C]) float32; H, W even."""
-    onehot = F.one_hot(seg.long(), num_classes).float()  # [B,H,W,C]
-    onehot[..., 0] = 0.0
+    foreground = (torch.arange(num_classes, device=seg.device) > 0).float()  # background bin → 0
+    onehot = F.one_hot(seg.long(), num_classes).float() * foreground  # [B,H,W,C]; no in-place op (ONNX)
     h, w = seg.shape[1] // 2, seg.shape[2] // 2
     quads = [onehot[:, :h, :w], onehot[:, :h, w:], onehot[:, h:, :w], onehot[:, h:, w:]]  # TL, TR, BL, BR
     return onehot.mean((1, 2)), torch.cat([q.mean((1, 2)) for q in quads], 1)
