@@ -17,7 +17,7 @@ BOTTLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 @pytest.mark.skipif(not (BOTTLE / "train" / "good").is_dir(), reason=f"real bottle images not found at {BOTTLE}")
 def test_patchcore_efficientnet_lite0_separates_real_bottle_defects():
     """20 train/good; test: 20 good + 63 defects (broken_large, broken_small, contamination).
-    Pretrained lite0 reaches image AUROC ~1.0 here (random init ~0.93); we require >= 0.98."""
+    Measured: pretrained lite0 image AUROC 1.000, seeded random init 0.871; we require >= 0.98."""
     train = sorted((BOTTLE / "train" / "good").glob("*.png"))
     test = sorted((BOTTLE / "test").glob("*/*.png"))
     labels = [int(p.parent.name != "good") for p in test]
