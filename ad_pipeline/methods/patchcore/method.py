@@ -55,6 +55,7 @@ class PatchCore(AnomalyMethod):
 
     name = "patchcore"
     Config = PatchCoreConfig
+    pluggable_backbone = True
 
     def __init__(self, cfg: PatchCoreConfig, ctx: RunContext):
         super().__init__(cfg, ctx)
