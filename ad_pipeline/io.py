@@ -100,8 +100,9 @@ def sha256_of(items: list[str]) -> str:
 
 
 def write_scores(out_dir: str | Path, split: str, fingerprint: str, scores: np.ndarray, maps: np.ndarray | None) -> None:
-    """Write ``<split>_scores.npy`` (float32 [N]), ``<split>_maps.npy`` (float16 [N,h,w]) and
-    ``<split>_index.json`` recording the manifest fingerprint the rows follow."""
+    """Write ``<split>_scores.npy`` (float32 [N]), ``<split>_maps.npy`` (float16 [N,h,w], divided by
+    the power-of-two ``map_scale`` recorded in the index when needed) and ``<split>_index.json``
+    recording the manifest fingerprint the rows follow."""
     scores = np.asarray(scores, dtype=np.float32)
     if scores.ndim != 1:
         raise ValueError(f"scores must be 1-D [N], got shape {scores.shape}")
@@ -109,7 +110,8 @@ def write_scores(out_dir: str | Path, split: str, fingerprint: str, scores: np.n
         bad = np.flatnonzero(~np.isfinite(scores))[:5].tolist()
         raise ValueError(f"{split} scores contain NaN/inf at rows {bad}: refusing to write garbage scores")
     out_dir = Path(out_dir)
-    index = {"split": split, "n": int(scores.shape[0]), "fingerprint": fingerprint, "map_shape": None}
+    index = {"split": split, "n": int(scores.shape[0]), "fingerprint": fingerprint, "map_shape": None,
+             "map_scale": 1.0}
     save_npy(out_dir / f"{split}_scores.npy", scores)
     if maps is not None:
         maps = np.asarray(maps)
@@ -117,9 +119,21 @@ def write_scores(out_dir: str | Path, split: str, fingerprint: str, scores: np.n
             raise ValueError(f"maps must be [N,h,w] with N={scores.shape[0]}, got {maps.shape}")
         if not np.all(np.isfinite(maps)):
             raise ValueError(f"{split} maps contain NaN/inf: refusing to write garbage maps")
-        save_npy(out_dir / f"{split}_maps.npy", maps.astype(np.float16))
+        scale = float16_scale(maps)
+        save_npy(out_dir / f"{split}_maps.npy", (maps / scale).astype(np.float16))
         index["map_shape"] = list(maps.shape[1:])
+        index["map_scale"] = scale
     write_json(out_dir / f"{split}_index.json", index)
+
+
+def float16_scale(maps: np.ndarray) -> float:
+    """Power of two that brings ``maps`` into float16 range (1.0 when it already fits).
+
+    Dividing by a power of two is exact, so stored maps keep float16's relative precision
+    whatever their magnitude (e.g. PatchCore's squared distances can exceed 65504)."""
+    peak = float(np.abs(maps).max(initial=0.0))
+    limit = 2.0**14  # headroom below float16's max (65504)
+    return float(2.0 ** np.ceil(np.log2(peak / limit))) if peak > limit else 1.0
 
 
 def read_scores(dump_dir: str | Path, split: str, fingerprint: str, *, with_maps: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
@@ -143,6 +157,8 @@ def read_scores(dump_dir: str | Path, split: str, fingerprint: str, *, with_maps
     maps = None
     if with_maps and index.get("map_shape") is not None:
         maps = np.load(dump_dir / f"{split}_maps.npy", allow_pickle=False, mmap_mode="r")
+        if index.get("map_scale", 1.0) != 1.0:
+            maps = maps.astype(np.float32) * np.float32(index["map_scale"])
     if scores.shape[0] != index["n"] or (maps is not None and maps.shape[0] != index["n"]):
         raise ArtifactError(f"{split} dump arrays do not match its index ({index['n']} rows)", path=dump_dir,
                             fix="re-run the method's stage")

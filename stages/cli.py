@@ -76,6 +76,38 @@ def uniad(dataset: str) -> None:
     stage.run(dataset)
 
 
+@app.command("pseudo-labels")
+def pseudo_labels(dataset: str) -> None:
+    """CSAD pseudo-labels of the training images (mask proposer + clustering)."""
+    from stages import pseudo_labels as stage
+
+    stage.run(dataset)
+
+
+@app.command()
+def segmentor(dataset: str) -> None:
+    """Train CSAD's segmentor on the pseudo-labels; predict part maps of every split."""
+    from stages import segmentor as stage
+
+    stage.run(dataset)
+
+
+@app.command("part-segmenter")
+def part_segmenter(dataset: str) -> None:
+    """Train PSAD's few-shot part segmenter from a few labelled train images."""
+    from stages import part_segmenter as stage
+
+    stage.run(dataset)
+
+
+@app.command()
+def psad(dataset: str) -> None:
+    """PSAD scoring (histogram, composition and PatchCore banks with adaptive scaling)."""
+    from stages import psad as stage
+
+    stage.run(dataset)
+
+
 @app.command()
 def evaluate(dataset: str) -> None:
     """Evaluate every enabled method's dumps for a dataset (stage `evaluate@<dataset>`)."""

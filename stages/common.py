@@ -28,7 +28,9 @@ def manifest_dir(dataset: str) -> Path:
 
 
 def method_dir(dataset: str, method: str) -> Path:
-    return ARTIFACTS / dataset / method
+    """``artifacts/<dataset>/<method>``; fused results live apart in ``artifacts/fusion/<dataset>``
+    because the fuse stage depends on the whole ``artifacts/<dataset>`` directory."""
+    return ARTIFACTS / "fusion" / dataset if method == "fused" else ARTIFACTS / dataset / method
 
 
 def load_manifests(dataset: str) -> list[Manifest]:

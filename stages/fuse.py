@@ -19,10 +19,13 @@ MAX_MAP_VALUES = 1_000_000  # validation map pixels used to fit a map normalisat
 def run(dataset: str) -> None:
     p = params()
     cfg = p.fuse
-    if len(cfg.methods) < 2:
-        raise ArtifactError(f"fuse.methods lists {cfg.methods}; fusion needs at least two methods")
-    rng = np.random.default_rng(p.seed)
     with atomic_dir(method_dir(dataset, "fused")) as out:
+        if dataset not in cfg.datasets:
+            (out / "NO_FUSION").write_text(f"fuse.datasets does not list {dataset}; nothing fused.\n")
+            return
+        if len(cfg.methods) < 2:
+            raise ArtifactError(f"fuse.methods lists {cfg.methods}; fusion needs at least two methods")
+        rng = np.random.default_rng(p.seed)
         for manifest in load_manifests(dataset):
             dumps = {m: _dumps(dataset, m, manifest) for m in cfg.methods}
             scores = fuse([d["test"][0] for d in dumps.values()], [d["validation"][0] for d in dumps.values()],

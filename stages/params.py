@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from ad_pipeline.errors import ParamsError
 from ad_pipeline.methods.efficientad.teacher import TeacherConfig
 from ad_pipeline.methods.registry import get_method, method_names
+from ad_pipeline.segmentation.grounded_sam import GroundedSamConfig
+from ad_pipeline.segmentation.pseudo_labels import PseudoLabelConfig
 
 FORMATS = ("mvtec_ad", "mvtec_loco", "visa", "btad", "folder")
 
@@ -64,6 +66,16 @@ class FuseParams(Strict):
         return self
 
 
+class PseudoLabelParams(Strict):
+    """CSAD's pseudo-labelling (``pseudo_labels@<dataset>``, runs where csad runs).
+
+    ``grounded_sam``: text prompts and thresholds per category name ("default" for the rest).
+    """
+
+    labels: PseudoLabelConfig = PseudoLabelConfig()
+    grounded_sam: dict[str, GroundedSamConfig] = {}
+
+
 class GateParams(Strict):
     tolerance: float = Field(0.005, ge=0.0)
 
@@ -86,6 +98,7 @@ class BaseParams(Strict):
     evaluate: EvaluateParams = EvaluateParams()
     fuse: FuseParams = FuseParams()
     efficientad_teacher: TeacherConfig = TeacherConfig()
+    pseudo_labels: PseudoLabelParams = PseudoLabelParams()
     gate: GateParams = GateParams()
     summary_datasets: list[str] = []  # datasets whose metrics form the top-level metrics.json
 

@@ -6,17 +6,25 @@ meta.json) as one atomic directory: an interrupted run leaves the previous outpu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 
 from ad_pipeline.data.images import image_size
+from ad_pipeline.data.manifest import Manifest
 from ad_pipeline.io import atomic_dir, write_json, write_scores
 from ad_pipeline.meta import measured
+from ad_pipeline.methods.base import AnomalyMethod
 from ad_pipeline.methods.registry import get_method
 from ad_pipeline.seed import seed_everything
 from stages.common import ARTIFACTS, load_manifests, log, method_dir, params, run_context, write_meta
+from stages.params import BaseParams
 
 # Upstream stages that are not per dataset/category.
 GLOBAL_UPSTREAM = {"efficientad_teacher": ARTIFACTS / "efficientad_teacher"}
+
+Prepare = Callable[[AnomalyMethod, Manifest], None]
 
 
 def method_config(section, method_cls):
@@ -25,44 +33,56 @@ def method_config(section, method_cls):
     return method_cls.Config(**{k: v for k, v in section.model_dump().items() if k in own})
 
 
-def run(method: str, dataset: str) -> None:
-    p = params()
-    method_cls = get_method(method)
-    section = p.method(method)
-    cfg = method_config(section, method_cls)
-    manifests = load_manifests(dataset)
-    with atomic_dir(method_dir(dataset, method)) as out:
-        for manifest in manifests:
-            cat_dir = out / manifest.category
-            cat_dir.mkdir()
-            upstream = {
-                name: GLOBAL_UPSTREAM.get(name, method_dir(dataset, name) / manifest.category)
-                for name in method_cls.requires
-            }
-            ctx = run_context(p, dataset, method, **upstream)
-            log.info("%s@%s: category %s", method, dataset, manifest.category)
-            seed_everything(p.seed)
-            with measured() as timing:
-                model = method_cls(cfg, ctx)
-                validation = manifest.paths("validation")
-                if not method_cls.zero_shot:
-                    model.fit(manifest.paths("train"), validation)
-                test = model.score(manifest.paths("test"))
-                val = model.score(validation) if validation and not method_cls.zero_shot else None
-                model.save(cat_dir)
-            write_scores(cat_dir, "test", manifest.fingerprint("test"), test.scores, test.maps)
-            if val is not None:
-                write_scores(cat_dir, "validation", manifest.fingerprint("validation"), val.scores, val.maps)
-                write_json(cat_dir / "threshold.json", decision_threshold(val.scores, p.threshold_quantile))
-            extra = model.meta() | {
-                "image_size": list(image_size(manifest.paths("train" if not method_cls.zero_shot else "test")[0])),
-                "upstream": {k: str(v) for k, v in upstream.items()},
-            }
-            write_meta(cat_dir, method=method, section=cfg, ctx=ctx, measured=timing, extra=extra)
-
-
 def decision_threshold(validation_scores: np.ndarray, quantile: float) -> dict:
     """The image-score threshold used by ``predict``: a quantile of the NORMAL validation scores
     (so about ``1 − quantile`` of normal images are flagged)."""
     return {"score_threshold": float(np.quantile(validation_scores, quantile)), "quantile": quantile,
             "n_validation": int(len(validation_scores))}
+
+
+def run_category(p: BaseParams, method: str, dataset: str, manifest: Manifest, cat_dir: Path,
+                 prepare: Prepare | None = None) -> None:
+    """Fit (unless zero-shot) and score one category; write model, dumps, threshold and meta.
+
+    ``prepare(model, manifest)`` runs before fitting (e.g. PSAD loads PatchCore's dumps).
+    """
+    method_cls = get_method(method)
+    cfg = method_config(p.method(method), method_cls)
+    upstream = {name: GLOBAL_UPSTREAM.get(name, method_dir(dataset, name) / manifest.category)
+                for name in method_cls.requires}
+    ctx = run_context(p, dataset, method, **upstream)
+    log.info("%s@%s: category %s", method, dataset, manifest.category)
+    seed_everything(p.seed)
+    validation = manifest.paths("validation")
+    with measured() as timing:
+        model = method_cls(cfg, ctx)
+        if prepare is not None:
+            prepare(model, manifest)
+        if not method_cls.zero_shot:
+            model.fit(manifest.paths("train"), validation)
+        test = model.score(manifest.paths("test"))
+        val = model.score(validation) if validation and not method_cls.zero_shot else None
+        train_loo = getattr(model, "train_loo_scores", None)
+        loo = train_loo() if train_loo is not None else None
+        model.save(cat_dir)
+    write_scores(cat_dir, "test", manifest.fingerprint("test"), test.scores, test.maps)
+    if val is not None:
+        write_scores(cat_dir, "validation", manifest.fingerprint("validation"), val.scores, val.maps)
+        write_json(cat_dir / "threshold.json", decision_threshold(val.scores, p.threshold_quantile))
+    if loo is not None:  # leave-one-image-out train scores (PatchCore → PSAD's adaptive scaling)
+        write_scores(cat_dir, "train_loo", manifest.fingerprint("train"), loo, None)
+    extra = model.meta() | {
+        "image_size": list(image_size(manifest.paths("test" if method_cls.zero_shot else "train")[0])),
+        "upstream": {k: str(v) for k, v in upstream.items()},
+    }
+    write_meta(cat_dir, method=method, section=cfg, ctx=ctx, measured=timing, extra=extra)
+
+
+def run(method: str, dataset: str, prepare: Prepare | None = None) -> None:
+    p = params()
+    get_method(method)  # unknown name → clear error before any work
+    with atomic_dir(method_dir(dataset, method)) as out:
+        for manifest in load_manifests(dataset):
+            cat_dir = out / manifest.category
+            cat_dir.mkdir()
+            run_category(p, method, dataset, manifest, cat_dir, prepare)

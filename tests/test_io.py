@@ -74,3 +74,14 @@ def test_manifest_json_round_trip(tmp_path):
     back = Manifest.load(tmp_path / "m.json")
     assert back == m
     assert back.fingerprint("test") == m.fingerprint("test") != m.fingerprint("train")
+
+
+def test_large_maps_are_scaled_exactly_into_float16(tmp_path):
+    m = _manifest(["000"])
+    maps = np.array([[[1.5e5, 3.0], [70000.0, 0.0]]], dtype=np.float32)
+    write_scores(tmp_path, "test", m.fingerprint("test"), np.array([1.0]), maps)
+    raw = np.load(tmp_path / "test_maps.npy")
+    assert raw.dtype == np.float16 and np.isfinite(raw).all()
+    _, back = read_scores(tmp_path, "test", m.fingerprint("test"))
+    np.testing.assert_allclose(back, maps, rtol=1e-3)
+    assert back[0, 1, 1] == 0.0

@@ -11,7 +11,13 @@ from ad_pipeline.methods.base import AnomalyMethod
 # name -> "module:Class". Methods with their own multi-stage recipe (UniAD, CSAD, PSAD) are
 # listed too: their stages drive them, but the names are validated here.
 METHODS: dict[str, str] = {
+    "patchcore": "ad_pipeline.methods.patchcore.method:PatchCore",
+    "musc": "ad_pipeline.methods.musc.method:MuSc",
     "efficientad": "ad_pipeline.methods.efficientad.method:EfficientAD",
+    "puad": "ad_pipeline.methods.puad:PUAD",
+    "uniad": "ad_pipeline.methods.uniad.method:UniAD",
+    "csad": "ad_pipeline.methods.csad.method:CSAD",
+    "psad": "ad_pipeline.methods.psad.method:PSAD",
 }
 
 

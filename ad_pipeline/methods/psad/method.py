@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import field_validator
 
 from ad_pipeline.backbones import build_backbone
 from ad_pipeline.data.images import load_batch
@@ -42,7 +43,8 @@ class PSADConfig(MethodConfig):
     """Defaults = the paper's settings (psad.md)."""
 
     image_size: int = 512
-    num_classes: int = 7  # incl. background; per category (breakfast_box 7, pushpins 26, …)
+    num_classes: int = 7  # incl. background; overridden per category by aux/parts.json (breakfast_box 7, pushpins 26, …)
+    shots: int = 5  # labelled images for the few-shot segmenter (one per variant where variants are known)
     segmenter_encoder: str = "wide_resnet101_2"
     segmenter_layers: tuple[str, ...] = ("layer1", "layer2", "layer3")
     coord_scale: float = 1.0
@@ -55,6 +57,12 @@ class PSADConfig(MethodConfig):
     nearest_rule: NearestRule = "second_smallest"  # "repo_bug" reproduces the reference code
     standardize: bool = True
     batch_size: int = 4
+
+    @field_validator("segmenter", mode="before")
+    @classmethod
+    def _few_shot_defaults(cls, v: Any) -> Any:
+        """A partial ``segmenter`` section overrides PSAD's recipe, not the CSAD defaults."""
+        return {**PSAD_FEWSHOT, **v} if isinstance(v, dict) else v
 
 
 def _segmenter(cfg: PSADConfig, ctx: RunContext) -> CoordSegmenter:
@@ -120,6 +128,9 @@ class PSAD(AnomalyMethod):
     requires = ("part_segmenter", "patchcore")
 
     def __init__(self, cfg: PSADConfig, ctx: RunContext):
+        seg_meta = Path(ctx.upstream_dirs.get("part_segmenter", "")) / SEGMENTER_META
+        if seg_meta.is_file():  # the class count is per category: the one the segmenter was trained with
+            cfg = cfg.model_copy(update={"num_classes": int(read_json(seg_meta)["num_classes"])})
         super().__init__(cfg, ctx)
         bad = set(cfg.memory_type) - set("hcp")
         if bad or not cfg.memory_type:

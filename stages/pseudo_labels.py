@@ -1,0 +1,67 @@
+"""Stage ``pseudo_labels@<dataset>``: CSAD's unsupervised part labels of every train image.
+
+Per category: components from the mask proposer (Grounded-SAM with real weights, or the
+offline stand-ins), rotation-invariant CNN descriptors, MeanShift + HDBSCAN histogram
+filtering → ``artifacts/<dataset>/pseudo_labels/<category>/`` (label PNGs, histograms, the
+supervised "good" subset, a preview sheet). Where true part maps exist (the synthetic
+data's ``aux/part_labels``) their matched mIoU is recorded in meta.json.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from ad_pipeline.data.images import load_mask, load_rgb
+from ad_pipeline.io import atomic_dir, atomic_path
+from ad_pipeline.meta import measured
+from ad_pipeline.seed import seed_everything
+from ad_pipeline.segmentation.clustering import matched_miou
+from ad_pipeline.segmentation.proposers import part_label_path
+from ad_pipeline.segmentation.pseudo_labels import build_descriptor, build_proposer, generate_pseudo_labels
+from stages.common import load_manifests, log, method_dir, params, run_context, write_meta
+
+PREVIEW = 6  # images in the preview sheet
+
+
+def run(dataset: str) -> None:
+    p = params()
+    cfg = p.pseudo_labels
+    with atomic_dir(method_dir(dataset, "pseudo_labels")) as out:
+        for manifest in load_manifests(dataset):
+            cat = manifest.category
+            ctx = run_context(p, dataset)
+            seed_everything(p.seed)
+            grounded = cfg.grounded_sam.get(cat, cfg.grounded_sam.get("default"))
+            paths = manifest.paths("train")
+            with measured() as timing:
+                proposer = build_proposer(cfg.labels, grounded=grounded, weights_dir=ctx.weights_dir,
+                                          device=ctx.device)
+                descriptor = build_descriptor(cfg.labels, pretrained=ctx.pretrained, weights_dir=ctx.weights_dir,
+                                              seed=ctx.seed)
+                labels = generate_pseudo_labels(paths, proposer, descriptor, cfg.labels, progress=ctx.progress)
+            labels.save(out / cat)
+            preview_sheet(paths[:PREVIEW], labels.label_maps[:PREVIEW], out / cat / "preview.png")
+            truth = [part_label_path(path) for path in paths]
+            miou = (matched_miou(labels.label_maps, [load_mask(t) for t in truth])
+                    if all(t.exists() for t in truth) else None)
+            log.info("pseudo_labels@%s/%s: %d classes, mIoU vs true parts %s", dataset, cat, labels.num_classes, miou)
+            write_meta(out / cat, method="pseudo_labels", section=cfg, ctx=ctx, measured=timing,
+                       extra={"weights": descriptor_weights(descriptor), "num_classes": labels.num_classes,
+                              "miou_vs_true_parts": miou, "proposer": cfg.labels.proposer, **labels.info})
+
+
+def descriptor_weights(descriptor) -> str:
+    backbone = getattr(getattr(descriptor, "features", None), "backbone", None)
+    return getattr(backbone, "weights", "n/a")
+
+
+def preview_sheet(paths, label_maps, dest) -> None:
+    """Images (top row) over their pseudo-labels in a fixed palette (bottom row), 128 px tiles."""
+    palette = (np.array([[0, 0, 0]] + [[(37 * i) % 256, (91 * i) % 256, (173 * i) % 256] for i in range(1, 256)]))
+    tiles = [(np.asarray(load_rgb(p).resize((128, 128))),
+              np.asarray(Image.fromarray(palette[m].astype(np.uint8)).resize((128, 128), Image.NEAREST)))
+             for p, m in zip(paths, label_maps)]
+    sheet = np.concatenate([np.concatenate(row, axis=1) for row in zip(*tiles)], axis=0)
+    with atomic_path(dest) as tmp:
+        Image.fromarray(sheet).save(tmp, format="PNG")
