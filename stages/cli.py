@@ -109,6 +109,14 @@ def psad(dataset: str) -> None:
 
 
 @app.command()
+def export(method: str, dataset: str) -> None:
+    """Export fitted models to ONNX with an onnxruntime parity check and CPU latency."""
+    from stages import export as stage
+
+    stage.run(method, dataset)
+
+
+@app.command()
 def evaluate(dataset: str) -> None:
     """Evaluate every enabled method's dumps for a dataset (stage `evaluate@<dataset>`)."""
     from stages import evaluate as stage
