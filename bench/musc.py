@@ -86,8 +86,9 @@ def _noise_images(root: Path, n: int, size: int) -> list[Path]:
     return paths
 
 
-def literal_pipeline(bb, paths: list[Path], size: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The literal formulas end to end: scores [N] (RsCIN) and maps [N, size, size]."""
+def literal_pipeline(bb, paths: list[Path], size: int, batch_size: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """The literal formulas end to end: scores [N] (RsCIN), maps [N, size, size], feature seconds."""
+    t0 = time.perf_counter()
     layers = list(bb.spec.default_layers)
     tokens: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     embeddings = []
@@ -100,12 +101,13 @@ def literal_pipeline(bb, paths: list[Path], size: int, batch_size: int) -> tuple
                 tokens[layer].append(torch.cat([torch.zeros_like(t[:, :1]), t], dim=1))
             embeddings.append(embedding)
         per_layer = [torch.cat(tokens[layer]) for layer in layers]
+        features_s = time.perf_counter() - t0
         patch = musc_reference(per_layer, R_LIST, 0.3)
         side = int(patch.shape[1] ** 0.5)
         maps = F.interpolate(patch.view(-1, 1, side, side), size=(size, size), mode="bilinear", align_corners=True)
         raw = maps.flatten(1).amax(dim=1)
         scores = rscin_reference(raw, torch.cat(embeddings), K_LIST)
-    return scores.numpy(), maps[:, 0].float().numpy()
+    return scores.numpy(), maps[:, 0].float().numpy(), features_s
 
 
 def run_point(key: str, root: Path, batch_size: int, max_memory_gb: float) -> dict:
@@ -123,29 +125,34 @@ def run_point(key: str, root: Path, batch_size: int, max_memory_gb: float) -> di
     row = {"point": key, "backbone": name, "weights": "random-init", "image_size": size, "n": n,
            "grid": musc.meta()["grid"], "chunk_plan": musc.meta()["chunk_plan"], "max_memory_gb": max_memory_gb,
            "build_s": round(build_s, 1), "ours_s": round(ours_s, 2), "ours_ms_per_image": round(1000 * ours_s / n, 1),
-           "ours_peak_mib": round(mem.above_base, 1), "literal": "skipped (would take too long)"}
+           "ours_peak_mib": round(mem.above_base, 1), "ours_features_s": musc.meta()["features_s"],
+           "ours_scoring_s": musc.meta()["scoring_s"], "literal": "skipped (would take too long)"}
     if with_literal:
         with PeakRss() as mem:
             t0 = time.perf_counter()
-            literal_scores, literal_maps = literal_pipeline(bb, paths, size, batch_size)
+            literal_scores, literal_maps, literal_features_s = literal_pipeline(bb, paths, size, batch_size)
             literal_s = time.perf_counter() - t0
         row |= {"literal": "ran", "literal_s": round(literal_s, 2),
                 "literal_ms_per_image": round(1000 * literal_s / n, 1), "literal_peak_mib": round(mem.above_base, 1),
-                "speedup": round(literal_s / ours_s, 2),
+                "speedup": round(literal_s / ours_s, 2), "literal_features_s": round(literal_features_s, 2),
+                "literal_scoring_s": round(literal_s - literal_features_s, 2),
+                "scoring_speedup": round((literal_s - literal_features_s) / row["ours_scoring_s"], 2),
                 "max_abs_diff_maps": float(np.abs(ours.maps - literal_maps).max()),
                 "max_abs_diff_scores": float(np.abs(ours.scores - literal_scores).max())}
     return row
 
 
 def _table(rows: list[dict]) -> str:
-    head = "| backbone @ size | N | ours ms/img | ours peak MiB | literal ms/img | literal peak MiB | speedup | max abs diff maps / scores |"
-    lines = [head, "|" + "---|" * 8]
+    head = ("| backbone @ size | N | ours ms/img | ours features / scoring s | ours peak MiB | literal ms/img | "
+            "literal features / scoring s | literal peak MiB | speedup e2e / scoring | max abs diff maps / scores |")
+    lines = [head, "|" + "---|" * 10]
     for r in rows:
-        lit = (f"{r['literal_ms_per_image']} | {r['literal_peak_mib']} | {r['speedup']}x | "
+        lit = (f"{r['literal_ms_per_image']} | {r['literal_features_s']} / {r['literal_scoring_s']} | "
+               f"{r['literal_peak_mib']} | {r['speedup']}x / {r['scoring_speedup']}x | "
                f"{r['max_abs_diff_maps']:.1e} / {r['max_abs_diff_scores']:.1e}") if r["literal"] == "ran" \
-            else "skipped | – | – | –"
+            else "skipped | – | – | – | –"
         lines.append(f"| {r['backbone']} @ {r['image_size']} | {r['n']} | {r['ours_ms_per_image']} | "
-                     f"{r['ours_peak_mib']} | {lit} |")
+                     f"{r['ours_features_s']} / {r['ours_scoring_s']} | {r['ours_peak_mib']} | {lit} |")
     return "\n".join(lines)
 
 
@@ -165,9 +172,13 @@ def main() -> None:
             rows.append(run_point(key, Path(tmp), args.batch_size, args.max_memory_gb))
             print(json.dumps(rows[-1]), flush=True)
     print(_table(rows))
+    for row in rows:
+        row |= {"command": " ".join(["python", *sys.argv]), "threads": args.threads}
+    # rows of earlier runs for other points are kept, so the points can be run one at a time
+    kept = json.loads(RESULTS.read_text())["rows"] if RESULTS.is_file() else []
+    merged = [r for r in kept if r["point"] not in keys] + rows
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"command": " ".join(sys.argv), "threads": args.threads, "torch": torch.__version__,
-                                   "rows": rows}, indent=2) + "\n")
+    RESULTS.write_text(json.dumps({"torch": torch.__version__, "rows": merged}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

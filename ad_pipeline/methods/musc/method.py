@@ -9,6 +9,7 @@ mean patch scores -> maps (bilinear, align_corners=True, to ``image_size``) -> i
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -115,8 +116,10 @@ class MuSc(AnomalyMethod):
         subsets = stratified_subsets([defect_type_of(p) for p in paths], self.cfg.divide_num, self.ctx.seed)
         warnings: list[str] = []
         ks = [self._neighbour_k(len(s), warnings) for s in subsets]
+        t0 = time.perf_counter()
         with torch.inference_mode():
             fmaps, embeddings = self._features(paths)
+            t_features = time.perf_counter() - t0
             patch = torch.empty(len(paths), fmaps[0].shape[-2] * fmaps[0].shape[-1], dtype=torch.float64)
             for subset, k in zip(subsets, ks):
                 index = torch.tensor(subset, device=self.device)
@@ -138,7 +141,8 @@ class MuSc(AnomalyMethod):
         plan = plan_chunks(max(len(s) for s in subsets), n_patches, self.cfg.max_memory_gb * 2**30)
         self._facts = {"grid": list(patch.shape[1:]), "subset_sizes": [len(s) for s in subsets], "k": ks,
                        "rscin_k_list": list(k_list), "chunk_plan": {"block": plan.block, "band": plan.band},
-                       "warnings": warnings}
+                       "warnings": warnings, "features_s": round(t_features, 3),
+                       "scoring_s": round(time.perf_counter() - t0 - t_features, 3)}
         return Scores(scores=final.astype(np.float32),
                       maps=None if self.cfg.classification_only else maps,
                       extras={"raw_scores": raw.astype(np.float32), "warnings": warnings})
