@@ -188,5 +188,5 @@ def test_reweighting_lowers_scores_and_stays_finite(synthetic, fitted):
 def test_config_and_backbone_validation():
     with pytest.raises(ValidationError):
         PatchCoreConfig(coreset_ration=0.1)
-    with pytest.raises(UserError, match="cannot use backbone 'ViT-B-16'"):
-        PatchCore(PatchCoreConfig(backbone="ViT-B-16"), CTX)
+    with pytest.raises(UserError, match="unknown backbone 'wide_resnet'"):
+        PatchCore(PatchCoreConfig(backbone="wide_resnet"), CTX)

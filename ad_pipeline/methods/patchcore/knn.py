@@ -55,3 +55,23 @@ def _torch_search(queries: torch.Tensor, bank: torch.Tensor, k: int,
         dists.append(top.values)
         indices.append(top.indices)
     return torch.cat(dists), torch.cat(indices)
+
+
+def nearest_sq_distances_excluding(queries: torch.Tensor, bank: torch.Tensor, k: int, query_owner: torch.Tensor,
+                                   bank_owner: torch.Tensor, *, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """As ``nearest_sq_distances``, but query i never matches a bank row with ``bank_owner == query_owner[i]``.
+
+    ``query_owner`` [Q] and ``bank_owner`` [M] are integer ids (e.g. the train image a patch came
+    from). Exact: one search for K = k + c nearest rows, c = the most bank rows any queried owner
+    has; at most c of them are excluded, so the first k kept are the k nearest allowed rows.
+    Memory: [Q, K] distances and indices (callers chunk the queries).
+    """
+    owners = torch.unique(query_owner)
+    counts = torch.bincount(bank_owner.cpu(), minlength=int(owners.max()) + 1)[owners.cpu()]
+    if bank.shape[0] - int(counts.max()) < k:
+        raise ValueError(f"memory bank keeps {bank.shape[0] - int(counts.max())} rows after excluding an owner's "
+                         f"{int(counts.max())}, fewer than k={k}")
+    sq, idx = nearest_sq_distances(queries, bank, min(k + int(counts.max()), bank.shape[0]), backend=backend)
+    excluded = bank_owner.to(idx.device)[idx] == query_owner.to(idx.device)[:, None]  # [Q, K]
+    order = torch.sort(excluded.to(torch.uint8), dim=1, stable=True).indices[:, :k]  # allowed first, by distance
+    return sq.gather(1, order), idx.gather(1, order)

@@ -12,28 +12,32 @@ import torch.nn.functional as F
 from pydantic import Field
 from scipy.ndimage import gaussian_filter
 
-from ad_pipeline.backbones import build_backbone, extract_features, require_family
-from ad_pipeline.errors import ArtifactError
+from ad_pipeline.backbones import FAMILIES, BackboneSpec, build_backbone, extract_features, require_family
+from ad_pipeline.backbones.base import Layer
+from ad_pipeline.errors import ArtifactError, UserError
 from ad_pipeline.io import read_json, save_npy, write_json
 from ad_pipeline.methods.base import AnomalyMethod, MethodConfig, RunContext, Scores
 from ad_pipeline.methods.patchcore.coreset import greedy_coreset
-from ad_pipeline.methods.patchcore.knn import nearest_sq_distances
+from ad_pipeline.methods.patchcore.knn import nearest_sq_distances, nearest_sq_distances_excluding
 from ad_pipeline.methods.patchcore.model import PatchAggregator
 
 
 class PatchCoreConfig(MethodConfig):
     """Paper / reference defaults (IM224 WRN50 baseline, spec/patchcore.md §1).
 
-    ``layers="auto"``: the backbone's stride-8/stride-16 pair (``layer2``/``layer3`` for ResNets,
-    ``blocks.2``/``blocks.4`` for EfficientNets). Images are resized to ``resize`` then center-cropped
-    to ``image_size``. Patch scores are *squared* L2 distances (mean over ``num_neighbors``), as
-    faiss returns them in the reference; image score = max patch score, or the paper's re-weighted
-    max with ``reweight`` (over ``reweight_neighbors`` = b neighbours). Maps: bilinear to
-    ``image_size`` then Gaussian ``gaussian_sigma`` (pixels). ``backbone``/``device`` None → run context.
+    ``layers="auto"``: for CNNs the backbone's stride-8/stride-16 pair (``layer2``/``layer3`` for
+    ResNets, ``blocks.2``/``blocks.4`` for EfficientNets); for ViTs (CLIP / DINO / DINOv2) the
+    patch tokens of the blocks at ~1/2 and ~3/4 depth (5, 8 of 12 blocks; 11, 17 of 24), given
+    explicitly as 0-based block indices. Images are resized to ``resize`` then center-cropped to
+    ``image_size`` (for ViTs a multiple of the patch size: 224 gives a 16×16 grid at patch 14,
+    14×14 at 16, 28×28 at 8). Patch scores are *squared* L2 distances (mean over ``num_neighbors``),
+    as faiss returns them in the reference; image score = max patch score, or the paper's
+    re-weighted max with ``reweight`` (over ``reweight_neighbors`` = b neighbours). Maps: bilinear
+    to ``image_size`` then Gaussian ``gaussian_sigma`` (pixels). ``backbone``/``device`` None → run context.
     """
 
     backbone: str | None = None
-    layers: Literal["auto"] | list[str] = "auto"
+    layers: Literal["auto"] | list[str | int] = "auto"
     resize: int = Field(256, gt=0)
     image_size: int = Field(224, gt=0)
     patch_size: int = Field(3, ge=1)
@@ -50,6 +54,12 @@ class PatchCoreConfig(MethodConfig):
     device: str | None = None
 
 
+def auto_layers(spec: BackboneSpec) -> list[Layer]:
+    """CNNs: the registry's stride-8/16 pair. ViTs: the middle two of the registry's four evenly
+    spaced blocks (1/4, 1/2, 3/4, 1 of the depth), i.e. the blocks at ~1/2 and ~3/4 depth."""
+    return list(spec.default_layers[1:3] if spec.is_vit else spec.default_layers)
+
+
 class PatchCore(AnomalyMethod):
     """Fit: every train patch feature → greedy coreset memory bank. Score: kNN distance per patch."""
 
@@ -59,64 +69,129 @@ class PatchCore(AnomalyMethod):
 
     def __init__(self, cfg: PatchCoreConfig, ctx: RunContext):
         super().__init__(cfg, ctx)
-        spec = require_family(cfg.backbone or ctx.backbone, ["cnn"], self.name)
+        spec = require_family(cfg.backbone or ctx.backbone, FAMILIES, self.name)
+        if spec.is_vit and cfg.image_size % spec.patch_size:
+            fits = [m * spec.patch_size for m in (cfg.image_size // spec.patch_size, cfg.image_size // spec.patch_size + 1)]
+            raise UserError(f"patchcore.image_size={cfg.image_size} is not a multiple of the patch size "
+                            f"{spec.patch_size} of backbone {spec.name!r}",
+                            fix=f"set patchcore.image_size to a multiple of {spec.patch_size}, e.g. "
+                                f"{' or '.join(str(f) for f in fits if f > 0)}")
         self.device = torch.device(cfg.device or ctx.device)
         self.backbone = build_backbone(spec.name, pretrained=ctx.pretrained, weights_dir=ctx.weights_dir,
                                        seed=ctx.seed).to(self.device)
-        self.layers = list(spec.default_layers) if cfg.layers == "auto" else list(cfg.layers)
+        self.layers = auto_layers(spec) if cfg.layers == "auto" else list(cfg.layers)
         self.aggregator = PatchAggregator(cfg.patch_size, cfg.pretrain_embed_dim, cfg.target_embed_dim)
         self.memory_bank: torch.Tensor | None = None  # [n_coreset, target_embed_dim] float32
         self.bank_size = 0
+        # kept by fit for train_loo_scores: the train images and the image index of every bank row [n_coreset]
+        self._train: list[Path] | None = None
+        self._bank_source: torch.Tensor | None = None
 
     def embed(self, paths: Sequence[Path]) -> torch.Tensor:
-        """Patch features [N, h, w, target_embed_dim] (h = w = image_size / 8 for stride-8 layers)."""
+        """Patch features [N, h, w, target_embed_dim]: h = w = image_size / 8 for stride-8 CNN layers,
+        the token grid image_size / patch_size for ViTs."""
+        maps = self._backbone_maps(paths)
+        return torch.cat([self._aggregate(maps, slice(i, i + self.cfg.batch_size))
+                          for i in range(0, len(paths), self.cfg.batch_size)])
+
+    def _backbone_maps(self, paths: Sequence[Path]) -> dict[Layer, torch.Tensor]:
+        """Raw backbone outputs of ``paths``: CNN {layer: [N, C, h, w]}, ViT {block: [N, h*w, C]}."""
         cfg = self.cfg
-        maps = extract_features(self.backbone, paths, size=cfg.resize, crop=cfg.image_size, layers=self.layers,
+        return extract_features(self.backbone, paths, size=cfg.resize, crop=cfg.image_size, layers=self.layers,
                                 batch_size=cfg.batch_size, cache_dir=self.ctx.cache_dir, progress=self.ctx.progress)
-        n = len(paths)
-        return torch.cat([self.aggregator([maps[layer][i:i + cfg.batch_size] for layer in self.layers])
-                          for i in range(0, n, cfg.batch_size)])
+
+    def _aggregate(self, maps: dict[Layer, torch.Tensor], rows: slice) -> torch.Tensor:
+        """Patch features [n, h, w, target_embed_dim] of the images ``rows`` of ``maps``."""
+        grids = [maps[layer][rows] for layer in self.layers]
+        if self.backbone.spec.is_vit:  # tokens [n, h*w, C] -> [n, C, h, w] on the ViT's grid
+            h, w = self.backbone.grid_size(self.cfg.image_size)
+            grids = [tokens.transpose(1, 2).unflatten(2, (h, w)) for tokens in grids]
+        return self.aggregator(grids)
 
     def fit(self, train: Sequence[Path], validation: Sequence[Path]) -> None:
-        feats = self.embed(train).flatten(0, 2)
+        feats = self.embed(train)
+        patches_per_image = feats.shape[1] * feats.shape[2]
+        feats = feats.flatten(0, 2)
         self.bank_size = feats.shape[0]
         keep = greedy_coreset(feats, self.cfg.coreset_ratio, projection_dim=self.cfg.projection_dim,
                               num_starting_points=self.cfg.num_starting_points, seed=self.ctx.seed,
                               progress=self.ctx.progress)
         self.memory_bank = feats[keep].contiguous()
+        self._train = list(train)
+        self._bank_source = keep // patches_per_image
 
     def score(self, images: Sequence[Path]) -> Scores:
         if self.memory_bank is None:
             raise RuntimeError("PatchCore.score called before fit/load")
         cfg = self.cfg
-        feats = self.embed(images)
-        n, h, w, d = feats.shape
-        bank = self.memory_bank.to(self.device)
-        k = max(cfg.num_neighbors, 1)
-        sq, idx = nearest_sq_distances(feats.reshape(-1, d).to(self.device), bank, k)
-        patch = sq.mean(dim=1).reshape(n, h, w).cpu()
-        scores = patch.flatten(1).amax(dim=1)
-        if cfg.reweight:
-            scores = self._reweighted(feats.reshape(n, h * w, d), patch.reshape(n, -1), idx[:, 0].reshape(n, -1), bank)
+        patch, scores = self._patch_and_image_scores(self.embed(images))
         maps = F.interpolate(patch[:, None], size=(cfg.image_size, cfg.image_size), mode="bilinear",
                              align_corners=False)[:, 0].numpy()
         if cfg.gaussian_sigma > 0:
             maps = gaussian_filter(maps, sigma=(0, cfg.gaussian_sigma, cfg.gaussian_sigma))
-        scores = scores.numpy().astype(np.float32)
-        if not (np.isfinite(scores).all() and np.isfinite(maps).all()):
-            raise FloatingPointError("PatchCore produced non-finite scores (features overflowed?)")
+        _require_finite(scores, maps)
         return Scores(scores=scores, maps=maps.astype(np.float32))
 
-    def _reweighted(self, feats: torch.Tensor, patch: torch.Tensor, nearest: torch.Tensor,
-                    bank: torch.Tensor) -> torch.Tensor:
+    def train_loo_scores(self) -> np.ndarray:
+        """Leave-one-image-out image scores of the train images [N_train] float32 (spec/psad.md §4).
+
+        Score i is the usual image score of train image i against the memory bank without the
+        coreset rows that came from image i. Train features are re-extracted (a feature-cache hit
+        when ``cache_dir`` is set) and aggregated ``batch_size`` images at a time. Memory: the raw
+        backbone maps of the train set, the bank, and one chunk's features and kNN lists.
+        """
+        if self._train is None or self._bank_source is None:
+            raise RuntimeError("PatchCore.train_loo_scores needs fit in the same process (not available after load)")
+        if len(self._train) < 2:
+            raise UserError(f"leave-one-out train scores need at least 2 train images, got {len(self._train)}",
+                            path=self._train[0] if self._train else None, fix="add normal train images")
+        maps = self._backbone_maps(self._train)
+        scores = []
+        for start in range(0, len(self._train), self.cfg.batch_size):
+            feats = self._aggregate(maps, slice(start, start + self.cfg.batch_size))
+            owners = torch.arange(start, start + feats.shape[0])
+            scores.append(self._patch_and_image_scores(feats, owners)[1])
+        scores = np.concatenate(scores)
+        _require_finite(scores)
+        return scores
+
+    def _patch_and_image_scores(self, feats: torch.Tensor,
+                                owners: torch.Tensor | None = None) -> tuple[torch.Tensor, np.ndarray]:
+        """Patch scores [n, h, w] (CPU) and image scores [n] float32 of features [n, h, w, D].
+
+        With ``owners`` [n] (train image ids), image j is matched only against bank rows whose
+        source image is not ``owners[j]`` (leave-one-out)."""
+        n, h, w, d = feats.shape
+        bank = self.memory_bank.to(self.device)
+        query_owner = None if owners is None else owners.repeat_interleave(h * w)
+        sq, idx = self._nearest(feats.reshape(-1, d).to(self.device), bank, self.cfg.num_neighbors, query_owner)
+        patch = sq.mean(dim=1).reshape(n, h, w).cpu()
+        if self.cfg.reweight:
+            scores = self._reweighted(feats.reshape(n, h * w, d), patch.reshape(n, -1), idx[:, 0].reshape(n, -1),
+                                      bank, owners)
+        else:
+            scores = patch.flatten(1).amax(dim=1)
+        return patch, scores.numpy().astype(np.float32)
+
+    def _nearest(self, queries: torch.Tensor, bank: torch.Tensor, k: int,
+                 query_owner: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if query_owner is None:
+            return nearest_sq_distances(queries, bank, k)
+        return nearest_sq_distances_excluding(queries, bank, k, query_owner, self._bank_source)
+
+    def _reweighted(self, feats: torch.Tensor, patch: torch.Tensor, nearest: torch.Tensor, bank: torch.Tensor,
+                    owners: torch.Tensor | None) -> torch.Tensor:
         """Paper eq. 7: s = (1 − exp‖t−m*‖ / Σ_{m∈N_b(m*)} exp‖t−m‖) · s*, t = the max-scoring test patch,
-        m* its nearest bank feature, N_b(m*) the b nearest bank features of m* (m* included)."""
+        m* its nearest bank feature, N_b(m*) the b nearest bank features of m* (m* included; with
+        ``owners``, among the rows not excluded for that image)."""
         worst = patch.argmax(dim=1)  # [N]
         rows = torch.arange(feats.shape[0])
         t = feats[rows, worst].to(bank.device).float()  # [N, D]
         m_star = bank[nearest[rows, worst]]  # [N, D]
-        b = min(self.cfg.reweight_neighbors, bank.shape[0])
-        _, neigh = nearest_sq_distances(m_star, bank, b)
+        available = bank.shape[0]
+        if owners is not None:
+            available -= int(torch.bincount(self._bank_source, minlength=int(owners.max()) + 1)[owners].max())
+        _, neigh = self._nearest(m_star, bank, min(self.cfg.reweight_neighbors, available), owners)
         d_neigh = (t[:, None, :] - bank[neigh]).norm(dim=-1).double()  # [N, b]
         d_star = (t - m_star).norm(dim=-1).double()
         share = 1.0 / torch.exp(d_neigh - d_star[:, None]).sum(dim=1)  # exp(d*)/Σexp(d), overflow-safe
@@ -157,3 +232,8 @@ class PatchCore(AnomalyMethod):
         return {"backbone": self.backbone.spec.name, "weights": self.backbone.weights, "layers": self.layers,
                 "memory_bank_size": self.bank_size,
                 "coreset_size": 0 if self.memory_bank is None else int(self.memory_bank.shape[0])}
+
+
+def _require_finite(*arrays: np.ndarray) -> None:
+    if not all(np.isfinite(a).all() for a in arrays):
+        raise FloatingPointError("PatchCore produced non-finite scores (features overflowed?)")
