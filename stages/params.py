@@ -69,11 +69,28 @@ class FuseParams(Strict):
 class PseudoLabelParams(Strict):
     """CSAD's pseudo-labelling (``pseudo_labels@<dataset>``, runs where csad runs).
 
-    ``grounded_sam``: text prompts and thresholds per category name ("default" for the rest).
+    ``category_overrides``: per category name, keys of ``labels`` to override (CSAD tunes the
+    MeanShift bandwidth per category). ``grounded_sam``: text prompts and thresholds per
+    category name ("default" for the rest).
     """
 
     labels: PseudoLabelConfig = PseudoLabelConfig()
+    category_overrides: dict[str, dict[str, Any]] = {}
     grounded_sam: dict[str, GroundedSamConfig] = {}
+
+    @model_validator(mode="after")
+    def _overrides_are_valid(self) -> PseudoLabelParams:
+        for cat in self.category_overrides:
+            self.for_category(cat)
+        return self
+
+    def for_category(self, category: str) -> PseudoLabelConfig:
+        update = self.category_overrides.get(category, {})
+        try:
+            return PseudoLabelConfig.model_validate(self.labels.model_dump() | update)
+        except ValidationError as e:
+            raise ValueError(f"pseudo_labels.category_overrides.{category}: {e.errors()[0]['msg']} "
+                             f"({', '.join(map(str, e.errors()[0]['loc']))})") from None
 
 
 class GateParams(Strict):

@@ -33,22 +33,24 @@ def run(dataset: str) -> None:
             ctx = run_context(p, dataset)
             seed_everything(p.seed)
             grounded = cfg.grounded_sam.get(cat, cfg.grounded_sam.get("default"))
+            labels_cfg = cfg.for_category(cat)
             paths = manifest.paths("train")
             with measured() as timing:
-                proposer = build_proposer(cfg.labels, grounded=grounded, weights_dir=ctx.weights_dir,
+                proposer = build_proposer(labels_cfg, grounded=grounded, weights_dir=ctx.weights_dir,
                                           device=ctx.device)
-                descriptor = build_descriptor(cfg.labels, pretrained=ctx.pretrained, weights_dir=ctx.weights_dir,
+                descriptor = build_descriptor(labels_cfg, pretrained=ctx.pretrained, weights_dir=ctx.weights_dir,
                                               seed=ctx.seed)
-                labels = generate_pseudo_labels(paths, proposer, descriptor, cfg.labels, progress=ctx.progress)
+                labels = generate_pseudo_labels(paths, proposer, descriptor, labels_cfg, progress=ctx.progress)
             labels.save(out / cat)
             preview_sheet(paths[:PREVIEW], labels.label_maps[:PREVIEW], out / cat / "preview.png")
             truth = [part_label_path(path) for path in paths]
             miou = (matched_miou(labels.label_maps, [load_mask(t) for t in truth])
                     if all(t.exists() for t in truth) else None)
             log.info("pseudo_labels@%s/%s: %d classes, mIoU vs true parts %s", dataset, cat, labels.num_classes, miou)
-            write_meta(out / cat, method="pseudo_labels", section=cfg, ctx=ctx, measured=timing,
+            write_meta(out / cat, method="pseudo_labels", section=labels_cfg, ctx=ctx, measured=timing,
                        extra={"weights": descriptor_weights(descriptor), "num_classes": labels.num_classes,
-                              "miou_vs_true_parts": miou, "proposer": cfg.labels.proposer, **labels.info})
+                              "miou_vs_true_parts": miou, "proposer": labels_cfg.proposer,
+                              "grounded_sam": grounded.model_dump() if grounded else None, **labels.info})
 
 
 def descriptor_weights(descriptor) -> str:

@@ -57,6 +57,7 @@ class TeacherConfig(MethodConfig):
     target_layer_dim: int = 1024  # per-layer adaptive pooling size ("MeanMapper")
     norm_images: int = 10_000  # images used for the target's channel mean/std
     grayscale_p: float = 0.1
+    target_cache_mb: int = 2048  # memoise normalised targets per (image, grayscale) up to this size
     channels: int = TEACHER_CHANNELS  # smaller values / width_divisor > 1: tiny smoke-test teachers only
     width_divisor: int = 1
     progress: bool = True
@@ -109,6 +110,36 @@ class PatchDescriptorTarget(nn.Module):
         stacked = torch.cat(pooled, dim=2)  # [h·w, 1, L·layer_dim]
         out = F.adaptive_avg_pool1d(stacked, self.out_dim).view(h, w, self.out_dim)
         return out.permute(2, 0, 1).unsqueeze(0)
+
+
+class TargetCache:
+    """Normalised distillation targets memoised per (image index, grayscale flag).
+
+    The target backbone is frozen and sees no random crop, so its output for an image depends
+    only on whether RandomGrayscale fired: on a small pretraining set (the synthetic demo, a
+    user's own images) each target is computed at most twice instead of once per step. Targets
+    beyond ``budget_bytes`` (ImageNet-sized sets) are computed on the fly as before.
+    ``compute(indices, gray [B] bool) -> [B,C,h,w]``.
+    """
+
+    def __init__(self, compute: Callable[[list[int], torch.Tensor], torch.Tensor], budget_bytes: int):
+        self.compute = compute
+        self.budget = budget_bytes
+        self.used = 0
+        self.store: dict[tuple[int, bool], torch.Tensor] = {}
+
+    def __call__(self, idx: list[int], gray: torch.Tensor) -> torch.Tensor:
+        keys = [(i, bool(g)) for i, g in zip(idx, gray.tolist())]
+        todo = [k for k in dict.fromkeys(keys) if k not in self.store]
+        fresh = {}
+        if todo:
+            out = self.compute([i for i, _ in todo], torch.tensor([g for _, g in todo]))
+            fresh = dict(zip(todo, out))
+            for k, t in fresh.items():
+                if self.used + t.nbytes <= self.budget:
+                    self.store[k] = t
+                    self.used += t.nbytes
+        return torch.stack([self.store[k] if k in self.store else fresh[k] for k in keys])
 
 
 def channel_mean_std(maps: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,15 +215,17 @@ def distill_teacher(images: Sequence[Path], cfg: TeacherConfig, ctx: RunContext,
         pdn = PDN(cfg.model_size, cfg.channels, padding=True, width_divisor=cfg.width_divisor).to(ctx.device)
     opt = torch.optim.Adam(pdn.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batches = shuffled_batches(len(images), cfg.batch_size, gen)
+    targets = TargetCache(lambda idx, gray: (target_of(grayscale_where(
+        load_unit([images[i] for i in idx], cfg.target_image_size), gray)) - mu.to(ctx.device)) / sigma.to(ctx.device),
+        budget_bytes=cfg.target_cache_mb * 2**20)
     pdn.train()
     losses: list[float] = []
     bar = tqdm(range(cfg.steps), desc=f"distil teacher ({cfg.model_size})", disable=not progress)
     for _ in bar:
-        paths = [images[i] for i in next(batches).tolist()]
-        gray = torch.rand(len(paths), generator=gen) < cfg.grayscale_p
-        big = grayscale_where(load_unit(paths, cfg.target_image_size), gray)
-        small = grayscale_where(load_unit(paths, cfg.image_size), gray)
-        want = (target_of(big) - mu.to(ctx.device)) / sigma.to(ctx.device)
+        idx = next(batches).tolist()
+        gray = torch.rand(len(idx), generator=gen) < cfg.grayscale_p
+        small = grayscale_where(load_unit([images[i] for i in idx], cfg.image_size), gray)
+        want = targets(idx, gray)
         got = pdn(normalize(small).to(ctx.device))
         if got.shape != want.shape:
             raise UserError(f"teacher PDN output {tuple(got.shape[-2:])} does not match the target grid "
