@@ -43,7 +43,7 @@ def test_excluding_knn_hand_computed():
         nearest_sq_distances_excluding(queries, bank, 3, torch.tensor([0, 1, 2]), bank_owner)
 
 
-@pytest.mark.parametrize("extra", [{}, {"num_neighbors": 3}, {"coreset_ratio": 1.0}])
+@pytest.mark.parametrize("extra", [{}, {"num_neighbors": 3}, {"coreset_ratio": 1.0}, {"knn_backend": "pruned"}])
 def test_train_loo_equals_brute_force_without_own_patches(train_images, extra):
     cfg = tiny(**extra)
     method = PatchCore(cfg, CTX)

@@ -2,7 +2,9 @@
 
 Backends, chosen by measurement (bench/patchcore.py, 2 CPU cores): on CPU faiss ``IndexFlatL2``
 was ~1.6x faster than chunked torch matmul with identical neighbours; on GPU the torch path runs
-on the device. Both are exact searches.
+on the device. "pruned" (``pruned.PrunedKnnIndex``) skips most distance computations on
+clustered features (real CNN patch features) and falls back to brute force where it cannot
+prune (e.g. white noise). All are exact searches.
 """
 
 from __future__ import annotations
@@ -18,25 +20,35 @@ def nearest_sq_distances(queries: torch.Tensor, bank: torch.Tensor, k: int = 1, 
     """Squared L2 distances [Q, k] (ascending) and indices [Q, k] of the k nearest ``bank`` rows.
 
     ``queries`` [Q, D], ``bank`` [M, D]; ``backend``: "auto" (faiss for CPU tensors, torch
-    otherwise), "faiss" or "torch". Memory: the torch path holds one [chunk, M] block with
-    chunk = max(1, chunk_elements // M) queries; faiss blocks its search internally.
+    otherwise), "faiss", "torch" or "pruned". Memory: the torch and pruned paths hold [chunk, M]
+    blocks with chunk = max(1, chunk_elements // M) queries; faiss blocks its search internally.
     """
     if bank.shape[0] < k:
         raise ValueError(f"memory bank has {bank.shape[0]} rows, fewer than k={k}")
     if backend == "auto":
         backend = "faiss" if bank.device.type == "cpu" else "torch"
     if backend == "faiss":
-        return _faiss_search(queries, bank, k)
+        return faiss_search(flat_index(bank), queries, k)
+    if backend == "pruned":
+        from ad_pipeline.methods.patchcore.pruned import PrunedKnnIndex
+
+        return PrunedKnnIndex(bank, chunk_elements=chunk_elements).search(queries, k)
     if backend != "torch":
-        raise ValueError(f"unknown kNN backend {backend!r}; expected auto, faiss or torch")
+        raise ValueError(f"unknown kNN backend {backend!r}; expected auto, faiss, torch or pruned")
     return _torch_search(queries, bank, k, chunk_elements)
 
 
-def _faiss_search(queries: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def flat_index(bank: torch.Tensor):
+    """A faiss ``IndexFlatL2`` holding a float32 CPU copy of ``bank`` [M, D]."""
     import faiss
 
     index = faiss.IndexFlatL2(bank.shape[1])
     index.add(np.ascontiguousarray(bank.detach().cpu().numpy(), dtype=np.float32))
+    return index
+
+
+def faiss_search(index, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact search of ``index`` (``flat_index``): squared distances and indices [Q, k], on CPU."""
     dist, idx = index.search(np.ascontiguousarray(queries.detach().cpu().numpy(), dtype=np.float32), k)
     return torch.from_numpy(dist).clamp_(min=0), torch.from_numpy(idx)
 
@@ -58,7 +70,8 @@ def _torch_search(queries: torch.Tensor, bank: torch.Tensor, k: int,
 
 
 def nearest_sq_distances_excluding(queries: torch.Tensor, bank: torch.Tensor, k: int, query_owner: torch.Tensor,
-                                   bank_owner: torch.Tensor, *, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+                                   bank_owner: torch.Tensor, *,
+                                   backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """As ``nearest_sq_distances``, but query i never matches a bank row with ``bank_owner == query_owner[i]``.
 
     ``query_owner`` [Q] and ``bank_owner`` [M] are integer ids (e.g. the train image a patch came
