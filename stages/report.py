@@ -13,7 +13,7 @@ from ad_pipeline.fusion import resize_maps
 from ad_pipeline.io import atomic_dir, read_json, read_scores
 from ad_pipeline.report.figures import overlay_figure, pick_cases, roc_figure
 from ad_pipeline.report.render import render_html, render_markdown
-from stages.common import METRICS_DIR, load_manifests, method_dir, params
+from stages.common import ARTIFACTS, METRICS_DIR, load_manifests, method_dir, params
 
 DISPLAY = 192  # overlay images are shown at this size (pixels, square)
 
@@ -21,12 +21,14 @@ DISPLAY = 192  # overlay images are shown at this size (pixels, square)
 def run(out: Path = Path("report")) -> None:
     p = params()
     results = [read_json(METRICS_DIR / f"{ds}.json") for ds in p.summary_datasets]
+    exports = {f"{path.parent.parent.name}/{path.parent.name}": read_json(path)
+               for path in sorted((ARTIFACTS / "exports").glob("*/*/export.json"))}
     with atomic_dir(out) as tmp:
         (tmp / "img").mkdir()
         figures = {r["dataset"]: _figures(r, tmp) for r in results}
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        (tmp / "index.html").write_text(render_html(results, figures, stamp))
-        (tmp / "results.md").write_text(render_markdown(results))
+        (tmp / "index.html").write_text(render_html(results, figures, stamp, exports))
+        (tmp / "results.md").write_text(render_markdown(results, exports))
 
 
 def _figures(result: dict, out: Path) -> dict[str, list[str]]:
@@ -66,5 +68,5 @@ def _cases(manifest, labels: np.ndarray, scores: np.ndarray, maps: np.ndarray) -
                 union |= resize_maps(m[None].astype(np.float32), (DISPLAY, DISPLAY))[0] >= 0.5
             mask = union
         rows.append({"image": image, "mask": mask, "map": resize_maps(maps[idx][None], (DISPLAY, DISPLAY))[0],
-                     "caption": f"{caption}: {Path(s.path).parent.name}/{Path(s.path).name}, score {scores[idx]:.3g}"})
+                     "caption": f"{caption} — {Path(s.path).parent.name}/{Path(s.path).name}, score {scores[idx]:.3g}"})
     return rows

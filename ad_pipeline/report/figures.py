@@ -41,19 +41,20 @@ def overlay_figure(rows: Sequence[dict], title: str, path: Path) -> None:
     """
     vmin = min(float(r["map"].min()) for r in rows)
     vmax = max(float(r["map"].max()) for r in rows)
-    fig, axes = plt.subplots(len(rows), 3, figsize=(6.3, 2.1 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), 3, figsize=(6.3, 2.4 * len(rows)), squeeze=False)
+    for col, name in enumerate(("input", "ground truth", "anomaly map")):
+        axes[0][col].set_title(name, fontsize=8)
     for ax_row, r in zip(axes, rows):
         ax_row[0].imshow(r["image"])
-        ax_row[0].set_title(r["caption"], fontsize=7, loc="left")
         ax_row[1].imshow(r["mask"] if r["mask"] is not None else np.zeros(r["image"].shape[:2]), cmap="gray",
                          vmin=0, vmax=1)
-        ax_row[1].set_title("ground truth", fontsize=7)
         ax_row[2].imshow(r["image"])
         ax_row[2].imshow(r["map"], cmap="jet", alpha=0.5, vmin=vmin, vmax=vmax)
-        ax_row[2].set_title("anomaly map", fontsize=7)
+        ax_row[0].annotate(r["caption"], xy=(0, -0.03), xycoords="axes fraction", va="top", fontsize=7)
         for ax in ax_row:
             ax.axis("off")
     fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(hspace=0.3)
     _save(fig, path)
 
 

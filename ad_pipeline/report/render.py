@@ -47,7 +47,16 @@ def _published(result: Mapping, method: str, key: str) -> float | None:
     return table.get(method, {}).get(key)
 
 
-def render_markdown(results: Sequence[Mapping]) -> str:
+def export_rows(exports: Mapping[str, Mapping]) -> list[list[str]]:
+    """[model, category, weights, max |Δ| torch vs onnxruntime, CPU ms/image] per exported model."""
+    return [[name, cat, str(info.get("weights")), f"{info['max_abs_diff']:.2e}", f"{info['cpu_ms_per_image']:.1f}"]
+            for name, per_cat in exports.items() for cat, info in per_cat.items()]
+
+
+EXPORT_HEAD = ["model (dataset/method)", "category", "weights", "max |Δ| torch vs ONNX", "ONNX Runtime CPU ms/image"]
+
+
+def render_markdown(results: Sequence[Mapping], exports: Mapping[str, Mapping] | None = None) -> str:
     out = ["# ad-pipeline results", ""]
     for result in results:
         cols = columns(result)
@@ -66,6 +75,10 @@ def render_markdown(results: Sequence[Mapping]) -> str:
             for cat, vals in res["categories"].items():
                 out.append(f"| {cat} | " + " | ".join(_fmt(vals.get(k)) for k in cols) + " |")
             out.append("")
+    if exports:
+        out += ["## ONNX exports", "", "| " + " | ".join(EXPORT_HEAD) + " |", "|---" * len(EXPORT_HEAD) + "|"]
+        out += ["| " + " | ".join(row) + " |" for row in export_rows(exports)]
+        out.append("")
     return "\n".join(out)
 
 
@@ -83,7 +96,8 @@ def _table_html(result: Mapping, rows: Mapping[str, Mapping], cols: list[str], m
     return f"<table><tr><th>{first}</th>{head}</tr>{''.join(body)}</table>"
 
 
-def render_html(results: Sequence[Mapping], figures: Mapping[str, Mapping[str, list[str]]], generated: str) -> str:
+def render_html(results: Sequence[Mapping], figures: Mapping[str, Mapping[str, list[str]]], generated: str,
+                exports: Mapping[str, Mapping] | None = None) -> str:
     """``figures[dataset][category]`` lists relative PNG paths (curves first, then overlays)."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>ad-pipeline results</title>"
              f"<style>{CSS}</style></head><body><h1>ad-pipeline results</h1><p>generated {html.escape(generated)}</p>"]
@@ -107,5 +121,10 @@ def render_html(results: Sequence[Mapping], figures: Mapping[str, Mapping[str, l
                          + "</div><div class='overlays'>"
                          + "".join(f"<img src='{html.escape(p)}' alt='{html.escape(p)}'>" for p in overlays)
                          + "</div>")
+    if exports:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in EXPORT_HEAD)
+        rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                       for row in export_rows(exports))
+        parts.append(f"<h2 id='exports'>ONNX exports</h2><table><tr>{head}</tr>{rows}</table>")
     parts.append("</body></html>")
     return "\n".join(parts)
