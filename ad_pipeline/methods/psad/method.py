@@ -216,5 +216,9 @@ class PSAD(AnomalyMethod):
         return m
 
     def meta(self) -> dict[str, Any]:
+        modes = {self.features.encoder.weights, getattr(self.segmenter.encoder, "weights", "random-init")}
         return {"memory_type": self.cfg.memory_type, "scale_type": self.cfg.scale_type,
-                "nearest_rule": self.cfg.nearest_rule, "num_classes": self.cfg.num_classes}
+                "nearest_rule": self.cfg.nearest_rule, "num_classes": self.cfg.num_classes,
+                "weights": modes.pop() if len(modes) == 1 else "random-init",  # any random part → random-init
+                "weights_per_part": {"feature_encoder": self.features.encoder.weights,
+                                     "segmenter_encoder": getattr(self.segmenter.encoder, "weights", "random-init")}}
