@@ -40,6 +40,8 @@ def project(tmp_path_factory):
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "commit", "-qam", "tiny", cwd=root, env=env)
     sh("dvc", "repro", "evaluate@synthetic_ad", cwd=root, env=env)
+    sh("git", "add", "-A", cwd=root, env=env)  # as a user does: commit dvc.lock and the metrics
+    sh("git", "commit", "-qm", "baseline run", cwd=root, env=env)
     return root, env
 
 
