@@ -37,11 +37,14 @@ class Normalizer:
         return (x - self.mean) / self.std
 
 
-def fit_normalizer(validation: np.ndarray, kind: Normalization) -> Normalizer:
-    """Fit on validation values (any shape, flattened). Raises ValueError if there are none."""
+def fit_normalizer(validation: np.ndarray, kind: Normalization, guard: float = 0.0) -> Normalizer:
+    """Fit on validation values (any shape, flattened); a std ≤ ``guard`` becomes 1 (CSAD's
+    export path uses 1e-3). Raises ValueError if there are none or any is not finite."""
     v = np.asarray(validation, dtype=np.float64).ravel()
     if v.size == 0:
         raise ValueError("no validation values to fit a normalisation on")
+    if not np.isfinite(v).all():
+        raise ValueError("validation values are not finite (NaN/inf): cannot fit a normalisation")
     if kind == "rank":
         return Normalizer(kind, sorted_values=np.sort(v))
     if kind == "trimmed_z":
@@ -51,7 +54,7 @@ def fit_normalizer(validation: np.ndarray, kind: Normalization) -> Normalizer:
     elif kind != "z":
         raise ValueError(f"unknown normalisation {kind!r}; expected trimmed_z, z or rank")
     std = float(v.std())
-    return Normalizer(kind, mean=float(v.mean()), std=std if std > 0 else 1.0)
+    return Normalizer(kind, mean=float(v.mean()), std=std if std > guard else 1.0)
 
 
 def trimmed_zscore(scores: np.ndarray, validation: np.ndarray) -> np.ndarray:

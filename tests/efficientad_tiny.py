@@ -50,7 +50,7 @@ def tiny_dataset(root: Path) -> dict[str, list[Path]]:
 def fit_tiny(root: Path, data: dict[str, list[Path]], *, seed: int = 0, steps: int = 4, size: str = "small",
              **overrides) -> EfficientAD:
     ctx = RunContext(seed=seed, progress=False, upstream_dirs={"efficientad_teacher": tiny_teacher_dir(root / "teacher", size)})
-    cfg = EfficientADConfig(model_size=size, steps=steps, progress=False, **TINY, **overrides)
+    cfg = EfficientADConfig(model_size=size, steps=steps, **TINY, **overrides)
     method = EfficientAD(cfg, ctx)
     method.fit(data["train"], data["validation"])
     return method

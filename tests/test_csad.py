@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from ad_pipeline.methods.base import RunContext
-from ad_pipeline.methods.csad.fusion import trimmed_stats, trimmed_zscore
+from ad_pipeline.fusion import trimmed_zscore
+from ad_pipeline.methods.csad.method import trimmed
 from ad_pipeline.methods.csad.lgst import LGST, LGSTTeacher, fit_map_quantiles, lgst_scores
 from ad_pipeline.methods.csad.method import CSAD, CSADConfig, fit_segmentor, save_segmentor
 from ad_pipeline.methods.csad.patch_hist import Mahalanobis, PatchHistogramModel, class_histograms
@@ -62,13 +63,13 @@ def test_patch_histogram_detects_missing_part():
 def test_trimmed_zscore_formula():
     v = np.arange(1.0, 11.0)  # q20 = 2.8, q80 = 8.2 → kept 3..8
     kept = np.arange(3.0, 9.0)
-    st = trimmed_stats(v)
+    st = trimmed(v, 0.0)
     assert st.mean == pytest.approx(5.5) and st.std == pytest.approx(kept.std(ddof=0))
     np.testing.assert_allclose(trimmed_zscore(np.array([5.5, 7.2]), v), [0.0, 1.7 / kept.std()])
-    assert trimmed_stats(np.full(5, 3.0)).std == 1.0  # ties: all kept, std 0 → 1
-    assert trimmed_stats(np.array([1.0, 1.0005, 1.001, 1.0015, 1.002]), guard=1e-3).std == 1.0
+    assert trimmed(np.full(5, 3.0), 0.0).std == 1.0  # ties: all kept, std 0 → 1
+    assert trimmed(np.array([1.0, 1.0005, 1.001, 1.0015, 1.002]), 1e-3).std == 1.0
     with pytest.raises(ValueError, match="finite"):
-        trimmed_stats(np.array([1.0, np.nan]))
+        trimmed(np.array([1.0, np.nan]), 0.0)
 
 
 def tiny_lgst(seed=0):

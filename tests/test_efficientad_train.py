@@ -16,7 +16,7 @@ from ad_pipeline.methods.efficientad.teacher import PatchDescriptorTarget
 
 single_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 TEACHER_TINY = {"image_size": 32, "target_image_size": 64, "batch_size": 4, "channels": 8, "width_divisor": 16,
-                "target_layer_dim": 16, "progress": False}
+                "target_layer_dim": 16}
 
 
 def _toy_features(x, layers):
@@ -108,7 +108,7 @@ def test_same_seed_gives_identical_tensors_and_scores(tmp_path, data):
 
 
 def test_missing_inputs_are_user_errors(tmp_path, data):
-    cfg = EfficientADConfig(steps=1, progress=False, **TINY)
+    cfg = EfficientADConfig(steps=1, **TINY)
     with pytest.raises(UserError, match="efficientad_teacher"):
         EfficientAD(cfg, RunContext()).fit(data["train"], data["validation"])
     ctx = RunContext(upstream_dirs={"efficientad_teacher": tiny_teacher_dir(tmp_path / "t")})

@@ -49,7 +49,7 @@ def setup(tmp_path_factory):
 @pytest.mark.parametrize("extractor", ["student", "teacher"])
 def test_puad_score_is_weighted_sum_of_z_scores(setup, extractor):
     data, ctx, _ = setup
-    puad = PUAD(PUADConfig(feature_extractor=extractor, w_unpicturable=0.5, progress=False), ctx)
+    puad = PUAD(PUADConfig(feature_extractor=extractor, w_unpicturable=0.5), ctx)
     puad.fit(data["train"], data["validation"])
     out = puad.score(data["good"] + data["bad"])
     c, e, m = puad.calib, out.extras["efficientad_score"], out.extras["mahalanobis"]
@@ -63,7 +63,7 @@ def test_puad_score_is_weighted_sum_of_z_scores(setup, extractor):
 
 def test_puad_save_load_round_trip_and_stale_checks(setup, tmp_path):
     data, ctx, root = setup
-    cfg = PUADConfig(progress=False)
+    cfg = PUADConfig()
     puad = PUAD(cfg, ctx)
     puad.fit(data["train"], data["validation"])
     puad.save(tmp_path)

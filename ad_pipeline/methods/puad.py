@@ -41,7 +41,6 @@ class PUADConfig(MethodConfig):
     w_unpicturable: float = Field(1.0, ge=0)
     batch_size: int = Field(8, ge=1)
     device: str | None = None  # null → the run context's device
-    progress: bool = True
 
 
 def mahalanobis(features: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
@@ -101,7 +100,7 @@ class PUAD(AnomalyMethod):
         device = self.cfg.device or self.ctx.device
         feats, scores = [], []
         step = self.cfg.batch_size
-        for i in tqdm(range(0, len(paths), step), desc=desc, disable=not (self.cfg.progress and self.ctx.progress)):
+        for i in tqdm(range(0, len(paths), step), desc=desc, disable=not self.ctx.progress):
             x = normalize(load_unit(paths[i:i + step], self.model.image_size)).to(device)
             t_hat, student, ae = self.model.outputs(x)
             f = student[:, : t_hat.shape[1]] if self.cfg.feature_extractor == "student" else t_hat

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from ad_pipeline.backbones import build_backbone
 from ad_pipeline.data.images import load_batch
 from ad_pipeline.errors import ArtifactError
+from ad_pipeline.fusion import Normalizer, fit_normalizer
 from ad_pipeline.io import read_json, write_json
 from ad_pipeline.methods.base import AnomalyMethod, MethodConfig, RunContext, Scores
-from ad_pipeline.methods.csad.fusion import TrimmedStats, trimmed_stats
 from ad_pipeline.methods.csad.lgst import LGST, LGSTTeacher, fit_map_quantiles, lgst_scores
 from ad_pipeline.methods.csad.patch_hist import PatchHistogramModel
 from ad_pipeline.methods.efficientad.data import PenaltyImages, list_images, load_uint8
@@ -54,6 +54,11 @@ class CSADConfig(MethodConfig):
     penalty_images: str | None = None  # folder of generic images (Tiny-ImageNet); None = no penalty term
     zscore_guard: float = 0.0  # std ≤ guard → 1 (0: benchmark path; 1e-3: export path)
     batch_size: int = 8
+
+
+def trimmed(val_scores: np.ndarray, guard: float) -> Normalizer:
+    """CSAD's trimmed z-score (q20 < v < q80, population std ≤ guard → 1) of validation scores."""
+    return fit_normalizer(val_scores, "trimmed_z", guard)
 
 
 def _encoder(cfg: CSADConfig, ctx: RunContext):
@@ -118,7 +123,7 @@ class CSAD(AnomalyMethod):
         self.segmentor: FrozenEncoderSegmentor | None = None
         self.lgst: LGST | None = None
         self.hist: PatchHistogramModel | None = None
-        self.stats: dict[str, TrimmedStats] = {}
+        self.stats: dict[str, Normalizer] = {}  # trimmed z-scores fitted on validation scores
 
     def _segment(self, paths: Sequence[Path]) -> torch.Tensor:
         return predict_labels(self.segmentor, load_batch(list(paths), self.cfg.image_size),
@@ -152,8 +157,8 @@ class CSAD(AnomalyMethod):
         self.hist = PatchHistogramModel.fit(self._segment(train), self.segmentor.head.decoder[-1].out_channels)
         d_g, d_p = self._patch_hist_raw(validation)
         g = cfg.zscore_guard
-        self.stats["hist"], self.stats["patch_hist"] = trimmed_stats(d_g, g), trimmed_stats(d_p, g)
-        self.stats["ph"] = trimmed_stats(self.stats["hist"](d_g) + self.stats["patch_hist"](d_p), g)
+        self.stats["hist"], self.stats["patch_hist"] = trimmed(d_g, g), trimmed(d_p, g)
+        self.stats["ph"] = trimmed(self.stats["hist"](d_g) + self.stats["patch_hist"](d_p), g)
 
         self.lgst = self._build_lgst()
         images = load_uint8(list(train), cfg.image_size)
@@ -166,7 +171,7 @@ class CSAD(AnomalyMethod):
                                   progress=ctx.progress)
         val_images = load_uint8(list(validation), cfg.image_size)
         fit_map_quantiles(self.lgst, val_images, batch_size=cfg.batch_size, seed=ctx.seed)
-        self.stats["lgst"] = trimmed_stats(lgst_scores(self.lgst, val_images, batch_size=cfg.batch_size)[0], g)
+        self.stats["lgst"] = trimmed(lgst_scores(self.lgst, val_images, batch_size=cfg.batch_size)[0], g)
 
     def score(self, images: Sequence[Path]) -> Scores:
         ph = self._patch_hist(images)
@@ -181,7 +186,7 @@ class CSAD(AnomalyMethod):
         state = {k: v for k, v in self.lgst.state_dict().items() if not k.startswith("teacher.encoder.")}
         torch.save(state, model_dir / "lgst.pth")  # includes the seeded teacher projection
         np.savez(model_dir / "patchhist_params.npz", **self.hist.to_arrays())
-        write_json(model_dir / "normalisation.json", {k: vars(s) for k, s in self.stats.items()})
+        write_json(model_dir / "normalisation.json", {k: {"mean": s.mean, "std": s.std} for k, s in self.stats.items()})
 
     @classmethod
     def load(cls, model_dir: Path, cfg: CSADConfig, ctx: RunContext) -> CSAD:
@@ -199,7 +204,7 @@ class CSAD(AnomalyMethod):
                                 fix="re-run the csad stage with the current params")
         with np.load(model_dir / "patchhist_params.npz") as a:
             m.hist = PatchHistogramModel.from_arrays(dict(a))
-        m.stats = {k: TrimmedStats(**v) for k, v in read_json(model_dir / "normalisation.json").items()}
+        m.stats = {k: Normalizer("trimmed_z", **v) for k, v in read_json(model_dir / "normalisation.json").items()}
         return m
 
     def meta(self) -> dict[str, Any]:

@@ -53,7 +53,6 @@ class EfficientADConfig(MethodConfig):
     score_batch_size: int = Field(8, ge=1)
     channels: int = Field(384, ge=1)  # must match the teacher; < 384 / width_divisor > 1 only for smoke tests
     width_divisor: int = Field(1, ge=1)
-    progress: bool = True
 
 
 @contextlib.contextmanager
@@ -94,7 +93,7 @@ class EfficientAD(AnomalyMethod):
 
     @property
     def progress(self) -> bool:
-        return self.cfg.progress and self.ctx.progress
+        return self.ctx.progress
 
     def _teacher_dir(self) -> Path:
         d = self.ctx.upstream_dirs.get("efficientad_teacher")

@@ -60,7 +60,6 @@ class TeacherConfig(MethodConfig):
     target_cache_mb: int = 2048  # memoise normalised targets per (image, grayscale) up to this size
     channels: int = TEACHER_CHANNELS  # smaller values / width_divisor > 1: tiny smoke-test teachers only
     width_divisor: int = 1
-    progress: bool = True
 
 
 @dataclass
@@ -203,7 +202,7 @@ def distill_teacher(images: Sequence[Path], cfg: TeacherConfig, ctx: RunContext,
         mean, std = target_norm or (IMAGENET_MEAN, IMAGENET_STD)
     gen = torch.Generator().manual_seed(ctx.seed)
     images = list(images)
-    progress = cfg.progress and ctx.progress
+    progress = ctx.progress
 
     def target_of(x: torch.Tensor) -> torch.Tensor:
         return target(normalize(x, mean, std).to(ctx.device))
