@@ -7,11 +7,13 @@ import datetime as dt
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ad_pipeline.data.images import load_mask, load_rgb
 from ad_pipeline.fusion import resize_maps
 from ad_pipeline.io import atomic_dir, read_json, read_scores
-from ad_pipeline.report.figures import overlay_figure, pick_cases, roc_figure
+from ad_pipeline.metrics import pro_curve
+from ad_pipeline.report.figures import overlay_figure, pick_cases, pro_figure, roc_figure
 from ad_pipeline.report.render import render_html, render_markdown
 from stages.common import ARTIFACTS, METRICS_DIR, load_manifests, method_dir, params
 
@@ -25,13 +27,13 @@ def run(out: Path = Path("report")) -> None:
                for path in sorted((ARTIFACTS / "exports").glob("*/*/export.json"))}
     with atomic_dir(out) as tmp:
         (tmp / "img").mkdir()
-        figures = {r["dataset"]: _figures(r, tmp) for r in results}
+        figures = {r["dataset"]: _figures(r, tmp, p.evaluate.aupro_limit) for r in results}
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         (tmp / "index.html").write_text(render_html(results, figures, stamp, exports))
         (tmp / "results.md").write_text(render_markdown(results, exports))
 
 
-def _figures(result: dict, out: Path) -> dict[str, list[str]]:
+def _figures(result: dict, out: Path, limit: float) -> dict[str, list[str]]:
     ds = result["dataset"]
     figs: dict[str, list[str]] = {}
     for manifest in load_manifests(ds):
@@ -44,6 +46,12 @@ def _figures(result: dict, out: Path) -> dict[str, list[str]]:
             rel = f"img/roc_{ds}_{cat}.png"
             roc_figure(labels, {m: d[0] for m, d in dumps.items()}, f"{ds} / {cat}: image ROC", out / rel)
             paths.append(rel)
+        curves = {m: pro_curve(_masks_like(manifest, maps), maps) for m, (_, maps) in dumps.items()
+                  if maps is not None and result["format"] != "mvtec_loco" and labels.sum() > 0}
+        if curves and any(s.mask_paths for s in manifest.split("test")):
+            rel = f"img/pro_{ds}_{cat}.png"
+            pro_figure(curves, limit, f"{ds} / {cat}: PRO (map resolution)", out / rel)
+            paths.append(rel)
         for method, (scores, maps) in dumps.items():
             if maps is None:
                 continue
@@ -52,6 +60,16 @@ def _figures(result: dict, out: Path) -> dict[str, list[str]]:
             paths.append(rel)
         figs[cat] = paths
     return figs
+
+
+def _masks_like(manifest, maps: np.ndarray) -> np.ndarray:
+    """Union ground-truth masks of the test images, nearest-resized to the maps' size: bool [N,h,w]."""
+    h, w = maps.shape[1:]
+    out = np.zeros((len(maps), h, w), dtype=bool)
+    for i, s in enumerate(manifest.split("test")):
+        for mp in s.mask_paths:
+            out[i] |= np.asarray(Image.fromarray(load_mask(manifest.root / mp)).resize((w, h), Image.NEAREST)) > 0
+    return out
 
 
 def _cases(manifest, labels: np.ndarray, scores: np.ndarray, maps: np.ndarray) -> list[dict]:

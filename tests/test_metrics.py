@@ -192,3 +192,16 @@ def test_small_blocks_give_the_same_counts():
     assert len(pooled.negative_blocks) > 3
     assert auroc_of_pool(pooled) == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
     assert ap_of_pool(pooled) == pytest.approx(average_precision_score(masks.ravel(), maps.ravel()), abs=1e-12)
+
+
+def test_pro_curve_is_the_curve_aupro_integrates():
+    """The 4×4 example of metrics.md §3: the plotted curve has the hand-computed points."""
+    from ad_pipeline.metrics import pro_curve
+
+    a = np.array([[.9, .8, .1, 0], [.22, .2, .1, 0], [0, .1, .3, 0], [0, 0, 0, .45]])
+    b = np.array([[.05, .5, 0, 0], [0, 0, .25, 0], [0, 0, 0, 0], [.15, 0, 0, 0]])
+    ga = np.zeros((4, 4), bool)
+    ga[0, 0] = ga[0, 1] = ga[1, 0] = ga[3, 3] = True
+    fpr, pro = pro_curve(np.stack([ga, np.zeros_like(ga)]), np.stack([a, b]))
+    assert fpr[0] == 0 and fpr[-1] == 1 and pro[-1] == 1
+    assert np.isclose(pro[fpr <= 1 / 28 + 1e-9].max(), 5 / 6)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ad_pipeline.report.figures import overlay_figure, pick_cases, roc_figure
+from ad_pipeline.report.figures import overlay_figure, pick_cases, pro_figure, roc_figure
 from ad_pipeline.report.render import render_html, render_markdown
 
 RESULT = {
@@ -43,7 +43,8 @@ def test_pick_cases_best_and_worst():
 
 def test_figures_are_png_files(tmp_path):
     roc_figure(np.array([0, 1, 0, 1]), {"a": np.array([0.1, 0.9, 0.2, 0.8])}, "t", tmp_path / "roc.png")
+    pro_figure({"a": (np.array([0.0, 0.1, 1.0]), np.array([0.0, 0.8, 1.0]))}, 0.3, "t", tmp_path / "pro.png")
     rows = [{"image": np.zeros((8, 8, 3), np.uint8), "mask": None, "map": np.random.rand(8, 8), "caption": "c"}]
     overlay_figure(rows, "t", tmp_path / "ov.png")
-    for name in ("roc.png", "ov.png"):
+    for name in ("roc.png", "pro.png", "ov.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -9,12 +9,12 @@ from ad_pipeline.metrics.classification import f1_max, image_ap, image_auroc
 from ad_pipeline.metrics.evaluate import evaluate_category, mean_over_categories
 from ad_pipeline.metrics.loco import loco_image_auroc, loco_spro
 from ad_pipeline.metrics.pixel import pixel_ap, pixel_auroc, pixel_f1_max
-from ad_pipeline.metrics.pro import aupro
+from ad_pipeline.metrics.pro import aupro, pro_curve
 from ad_pipeline.metrics.spro import SPRO_LIMITS, DefectSpec, parse_defects_config, spro
 from ad_pipeline.metrics.validation import MetricUndefinedError
 
 __all__ = [
     "SPRO_LIMITS", "DefectSpec", "MetricUndefinedError", "aupro", "evaluate_category", "f1_max", "image_ap",
     "image_auroc", "loco_image_auroc", "loco_spro", "mean_over_categories", "parse_defects_config", "pixel_ap",
-    "pixel_auroc", "pixel_f1_max", "spro",
+    "pixel_auroc", "pixel_f1_max", "pro_curve", "spro",
 ]

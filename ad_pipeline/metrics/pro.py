@@ -24,6 +24,11 @@ def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float:
     return aupro_of_pool(pool_pixels(masks, maps, weigh=region_weights), fpr_limit)
 
 
+def pro_curve(masks: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The exact (FPR, PRO) curve of :func:`aupro` — for plots. Same inputs and memory bound."""
+    return overlap_curve(pool_pixels(masks, maps, weigh=region_weights))
+
+
 def aupro_of_pool(pool: PooledPixels, fpr_limit: float = 0.3) -> float:
     """AUPRO of a pool whose positive weights are 1/|region| (see ``region_weights``)."""
     fpr, pro = overlap_curve(pool)

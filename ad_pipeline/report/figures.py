@@ -33,6 +33,17 @@ def roc_figure(labels: np.ndarray, scores: Mapping[str, np.ndarray], title: str,
     _save(fig, path)
 
 
+def pro_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], limit: float, title: str, path: Path) -> None:
+    """Per-region-overlap curves (FPR, PRO) of several methods up to the AUPRO integration limit."""
+    fig, ax = plt.subplots(figsize=(3.6, 3.4))
+    for name, (fpr, pro) in curves.items():
+        keep = fpr <= limit
+        ax.plot(fpr[keep], pro[keep], label=name, lw=1.5)
+    ax.set(xlabel="false positive rate", ylabel="per-region overlap", title=title, xlim=(0, limit), ylim=(0, 1.01))
+    ax.legend(fontsize=7, loc="lower right")
+    _save(fig, path)
+
+
 def overlay_figure(rows: Sequence[dict], title: str, path: Path) -> None:
     """One row per case: input, ground truth, anomaly map over the input.
 

@@ -114,8 +114,8 @@ def render_html(results: Sequence[Mapping], figures: Mapping[str, Mapping[str, l
                          f"<p class='{cls}'>weights: {html.escape(res['weights'])}</p>"
                          f"{_table_html(result, res['categories'], cols, method)}</details>")
         for cat, paths in figures.get(ds, {}).items():
-            curves = [p for p in paths if "/roc_" in p]
-            overlays = [p for p in paths if "/roc_" not in p]
+            overlays = [p for p in paths if "/cases_" in p]
+            curves = [p for p in paths if p not in overlays]
             parts.append(f"<h3>{html.escape(ds)} / {html.escape(cat)}</h3><div class='figs'>"
                          + "".join(f"<img src='{html.escape(p)}' alt='{html.escape(p)}'>" for p in curves)
                          + "</div><div class='overlays'>"
