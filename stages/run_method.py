@@ -13,7 +13,7 @@ import numpy as np
 
 from ad_pipeline.data.images import image_size
 from ad_pipeline.data.manifest import Manifest
-from ad_pipeline.io import atomic_dir, write_json, write_scores
+from ad_pipeline.io import atomic_dir, read_json, write_json, write_scores
 from ad_pipeline.meta import measured
 from ad_pipeline.methods.base import AnomalyMethod
 from ad_pipeline.methods.registry import get_method
@@ -38,6 +38,15 @@ def decision_threshold(validation_scores: np.ndarray, quantile: float) -> dict:
     (so about ``1 − quantile`` of normal images are flagged)."""
     return {"score_threshold": float(np.quantile(validation_scores, quantile)), "quantile": quantile,
             "n_validation": int(len(validation_scores))}
+
+
+def upstream_weights(upstream: dict[str, Path]) -> str:
+    """Weights mode inherited from the stages a method builds on (PUAD: its EfficientAD), used
+    when the method itself reports none: 'random-init' if any input is, else theirs."""
+    modes = {read_json(d / "meta.json").get("weights", "n/a") for d in upstream.values() if (d / "meta.json").exists()}
+    if not modes:
+        return "n/a"
+    return "random-init" if "random-init" in modes else modes.pop() if len(modes) == 1 else "mixed"
 
 
 def run_category(p: BaseParams, method: str, dataset: str, manifest: Manifest, cat_dir: Path,
@@ -71,7 +80,7 @@ def run_category(p: BaseParams, method: str, dataset: str, manifest: Manifest, c
         write_json(cat_dir / "threshold.json", decision_threshold(val.scores, p.threshold_quantile))
     if loo is not None:  # leave-one-image-out train scores (PatchCore → PSAD's adaptive scaling)
         write_scores(cat_dir, "train_loo", manifest.fingerprint("train"), loo, None)
-    extra = model.meta() | {
+    extra = {"weights": upstream_weights(upstream)} | model.meta() | {
         "image_size": list(image_size(manifest.paths("test" if method_cls.zero_shot else "train")[0])),
         "upstream": {k: str(v) for k, v in upstream.items()},
     }

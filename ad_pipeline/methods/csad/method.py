@@ -72,7 +72,7 @@ def _build_segmentor(encoder, num_classes: int, cfg: CSADConfig) -> FrozenEncode
 
 def resize_labels(maps: Sequence[np.ndarray], size: int) -> torch.Tensor:
     """uint8 label maps (any sizes) → int64 [N,size,size] (nearest)."""
-    out = [F.interpolate(torch.from_numpy(m)[None, None].float(), size=(size, size), mode="nearest")[0, 0]
+    out = [F.interpolate(torch.from_numpy(np.array(m))[None, None].float(), size=(size, size), mode="nearest")[0, 0]
            for m in maps]
     return torch.stack(out).long()
 
