@@ -26,29 +26,10 @@ from pathlib import Path
 
 import torch
 
-from ad_pipeline.methods.patchcore.coreset import greedy_coreset, project
+from ad_pipeline.methods.patchcore.coreset import greedy_coreset, literal_greedy_coreset
 from ad_pipeline.methods.patchcore.pruned import REL_TOL
 
 BOTTLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "mvtec_ad" / "bottle"
-
-
-def _literal_k_center(features: torch.Tensor, ratio: float, seed: int) -> torch.Tensor:
-    """The reference rule written literally: one full distance column per selected point."""
-    import numpy as np
-
-    x = project(features, 128, seed)
-
-    def dist(a, b):
-        return (-2 * a @ b.T + (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None]).clamp(min=0).sqrt()
-
-    starts = np.random.default_rng(seed).choice(len(x), 10, replace=False)
-    min_d = dist(x, x[starts]).mean(dim=1, keepdim=True)
-    picks = []
-    for _ in range(int(len(x) * ratio)):
-        j = int(torch.argmax(min_d))
-        picks.append(j)
-        min_d = torch.minimum(min_d, dist(x, x[j:j + 1]))
-    return torch.tensor(picks)
 
 
 def _case(kind: str, n: int, dim: int, ratio: float, queries: int, queue) -> None:
@@ -59,7 +40,7 @@ def _case(kind: str, n: int, dim: int, ratio: float, queries: int, queue) -> Non
         picks = greedy_coreset(features, ratio, seed=0)
         out["picks"] = picks.tolist()
     elif kind == "literal":
-        out["picks"] = _literal_k_center(features, ratio, seed=0).tolist()
+        out["picks"] = literal_greedy_coreset(features, ratio, seed=0)
     elif kind == "knn_torch":
         from ad_pipeline.methods.patchcore.knn import nearest_sq_distances
 

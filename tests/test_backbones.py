@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 import warnings
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from ad_pipeline.backbones import backbone_names, build_backbone, extract_features, get_spec, require_family
 from ad_pipeline.backbones.weights import (PACKAGED_LITE0, cache_candidates, load_in_order, read_state_dict,
                                            resolve_weights)
 from ad_pipeline.errors import UserError
+from tests.helpers import write_random_images
 
 ALL_NAMES = {"wide_resnet50_2", "wide_resnet101_2", "resnet18", "resnet101", "efficientnet_b4", "efficientnet_lite0",
              "ViT-B-16", "ViT-B-16-plus-240", "ViT-L-14", "ViT-L-14-336", "dino_vitbase8", "dino_vitbase16",
@@ -197,18 +196,8 @@ def test_clip_tokens_are_raw_residual_stream_and_embed_matches_open_clip():
     assert small[3].shape == (2, 12, 768) and bb.grid_size(64) == (4, 4)
 
 
-def _write_images(folder, n, size=40):
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(n):
-        p = folder / f"img{i}.png"
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(p)
-        paths.append(p)
-    return paths
-
-
 def test_extract_features_batches_crops_and_caches(tmp_path, monkeypatch):
-    paths = _write_images(tmp_path, 5)
+    paths = write_random_images(tmp_path, 5, size=40)
     bb = build_backbone("resnet18", pretrained="false")
     cache = tmp_path / "cache"
     feats = extract_features(bb, paths, size=80, crop=64, layers=["layer2"], batch_size=2, cache_dir=cache,

@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 from ad_pipeline.errors import ArtifactError, UserError
 from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.patchcore import PatchCore, PatchCoreConfig
-from ad_pipeline.methods.patchcore.coreset import greedy_coreset, project
+from ad_pipeline.methods.patchcore.coreset import greedy_coreset, literal_greedy_coreset
 from ad_pipeline.methods.patchcore.knn import nearest_sq_distances
 from ad_pipeline.methods.patchcore.model import PatchAggregator, pool_to
 
@@ -46,28 +46,11 @@ def test_aggregation_is_neighbourhood_mean_then_layerwise_pairs():
     torch.testing.assert_close(out, expected)
 
 
-def literal_k_center(features: torch.Tensor, ratio: float, projection_dim: int, seed: int) -> list[int]:
-    """The reference loop, written out: distances recomputed in full every step."""
-    x = project(features, projection_dim, seed)
-
-    def dist(a, b):
-        return (-2 * a @ b.T + (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None]).clamp(min=0).sqrt()
-
-    starts = np.random.default_rng(seed).choice(len(x), 10, replace=False)
-    min_d = dist(x, x[starts]).mean(dim=1, keepdim=True)
-    picks = []
-    for _ in range(int(len(x) * ratio)):
-        j = int(torch.argmax(min_d))
-        picks.append(j)
-        min_d = torch.minimum(min_d, dist(x, x[j:j + 1]))
-    return picks
-
-
 @pytest.mark.parametrize("candidates", [16, 64, 100_000])
 def test_coreset_matches_literal_k_center(candidates):
     g = torch.Generator().manual_seed(0)
     feats = torch.randn(1200, 48, generator=g) * torch.linspace(0.2, 3, 48)
-    expected = literal_k_center(feats, 0.15, 16, seed=5)
+    expected = literal_greedy_coreset(feats, 0.15, projection_dim=16, seed=5)
     got = greedy_coreset(feats, 0.15, projection_dim=16, seed=5, candidates=candidates)
     assert got.tolist() == expected
     assert len(set(expected)) == len(expected) == 180

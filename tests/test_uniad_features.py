@@ -7,12 +7,12 @@ import os
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from ad_pipeline.errors import LayoutError
 from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.uniad import Config
 from ad_pipeline.methods.uniad.features import align_features, build_feature_extractor, extract_aligned_features
+from tests.helpers import write_random_images
 
 CTX = RunContext(pretrained="false", progress=False)
 
@@ -51,18 +51,8 @@ def test_neck_point_samples_with_align_corners():
     assert torch.equal(out[0, 1:], coarse[0])
 
 
-def _images(folder, n, size=64, seed=0):
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(n):
-        p = folder / f"img{i}.png"
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(p)
-        paths.append(p)
-    return paths
-
-
 def test_extraction_is_ordered_batched_and_cached(extractor, tmp_path):
-    paths = _images(tmp_path, 3)
+    paths = write_random_images(tmp_path, 3)
     kw = dict(image_size=64, batch_size=2, progress=False)
     plain = extract_aligned_features(extractor, paths, **kw)
     assert plain.shape == (3, 272, 4, 4) and plain.dtype == torch.float32

@@ -81,3 +81,25 @@ def _lower_to_centers(min_sq: torch.Tensor, x: torch.Tensor, sq_norms: torch.Ten
         rows = slice(start, start + rows_per_chunk)
         d = torch.addmm(csq[None, :], x[rows], cx.T, alpha=-2).add_(sq_norms[rows, None]).clamp_(min=0)
         torch.minimum(min_sq[rows], d.amin(dim=1), out=min_sq[rows])
+
+
+def literal_greedy_coreset(features: torch.Tensor, ratio: float, *, projection_dim: int = 128,
+                           num_starting_points: int = 10, seed: int = 0) -> list[int]:
+    """The reference k-center rule written literally (a full distance column per selected point).
+
+    O(n·|coreset|) time: the yardstick that tests and ``bench/patchcore.py`` hold
+    :func:`greedy_coreset` to (same indices), not for production use.
+    """
+    x = project(features, projection_dim, seed)
+
+    def dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (-2 * a @ b.T + (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None]).clamp(min=0).sqrt()
+
+    starts = np.random.default_rng(seed).choice(len(x), num_starting_points, replace=False)
+    min_d = dist(x, x[starts]).mean(dim=1, keepdim=True)
+    picks = []
+    for _ in range(int(len(x) * ratio)):
+        j = int(torch.argmax(min_d))
+        picks.append(j)
+        min_d = torch.minimum(min_d, dist(x, x[j:j + 1]))
+    return picks
