@@ -10,12 +10,11 @@ import torch
 from PIL import Image
 from pydantic import ValidationError
 
-from ad_pipeline.backbones import build_backbone
+from ad_pipeline.backbones import EMBEDDING, build_backbone
 from ad_pipeline.backbones.features import load_images
 from ad_pipeline.errors import UserError
 from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.musc import method as musc_method
-from ad_pipeline.methods.musc.encode import tokens_and_embedding
 from ad_pipeline.methods.musc.method import MuSc, MuScConfig
 from musc_reference import musc_reference
 
@@ -103,6 +102,25 @@ def test_classification_only_same_scores_no_maps(dino_bb, images):
     np.testing.assert_array_equal(cls_only.scores, full.scores)
 
 
+def test_feature_cache_skips_the_vit_on_a_rerun_with_other_scoring_settings(dino_bb, images, tmp_path,
+                                                                           monkeypatch):
+    def run(**cfg):
+        cfg = {"image_size": 42, "batch_size": 8, "cache_features": True} | cfg
+        return MuSc(MuScConfig(**cfg), _ctx("dinov2_vits14", cache_dir=tmp_path), backbone=dino_bb).score(images)
+
+    run(r_list=[1, 3], cache_features=False)
+    assert not any(tmp_path.iterdir())
+    first = run(r_list=[1, 3])
+    assert len(list(tmp_path.glob("dinov2_vits14_42_*.safetensors"))) == 1
+
+    def no_forward(*_a, **_k):
+        raise AssertionError("the ViT ran although its features were cached")
+
+    monkeypatch.setattr(type(dino_bb), "forward", no_forward)
+    np.testing.assert_array_equal(run(r_list=[1, 3]).maps, first.maps)
+    assert not np.array_equal(run(r_list=[1]).maps, first.maps)  # a scoring change, same cached tokens
+
+
 def test_divide_num_scores_subsets_independently(dino_bb, images):
     musc = _musc(dino_bb, divide_num=2, rscin_k_list=[0])
     out = musc.score(images)
@@ -124,12 +142,14 @@ def test_too_few_images(dino_bb, images):
 
 
 def test_non_finite_features_name_the_image(dino_bb, images, monkeypatch):
-    def poisoned(bb, x, layers):
-        tokens, embedding = tokens_and_embedding(bb, x, layers)
-        tokens[layers[0]][1, 0, 0] = float("nan")
-        return tokens, embedding
+    extract = musc_method.extract_features
 
-    monkeypatch.setattr(musc_method, "tokens_and_embedding", poisoned)
+    def poisoned(bb, paths, *, layers, **kw):
+        feats = extract(bb, paths, layers=layers, **kw)
+        feats[layers[0]][1, 0, 0] = float("nan")
+        return feats
+
+    monkeypatch.setattr(musc_method, "extract_features", poisoned)
     with pytest.raises(UserError, match="non-finite") as err:
         _musc(dino_bb, batch_size=8).score(images)
     assert err.value.path == str(images[1])
@@ -141,11 +161,11 @@ def test_one_pass_tokens_and_embedding_equal_separate_calls(fixture, request):
     size = 3 * bb.spec.patch_size
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        tokens, embedding = tokens_and_embedding(bb, x, [2, 5])
-        assert set(tokens) == {2, 5}
+        both = bb(x, [5, EMBEDDING, 2])
+        assert list(both) == [5, EMBEDDING, 2]
         for layer, t in bb(x, [2, 5]).items():
-            assert torch.equal(tokens[layer], t)
-        assert torch.equal(embedding, bb.embed(x))
+            assert torch.equal(both[layer], t)
+        torch.testing.assert_close(both[EMBEDDING], bb.embed(x), rtol=0, atol=0)
 
 
 def test_fresh_instances_bit_identical(dino_bb, images):

@@ -1,7 +1,8 @@
 """What every backbone is: a frozen (or trainable) feature extractor with a fixed contract.
 
 ``Backbone.__call__(x, layers)`` returns intermediate features by layer; CNNs are keyed by module
-name (``"layer2"``), ViTs by 0-based block index (``5``). See ``ad_pipeline.backbones`` for the table.
+name (``"layer2"``), ViTs by 0-based block index (``5``) and accept the pseudo-layer ``EMBEDDING``
+(the global image embedding [B, D] from the same forward pass). See ``ad_pipeline.backbones``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ad_pipeline.errors import UserError
 
 FAMILIES = ("cnn", "clip", "dino", "dinov2")
 Layer = str | int
+EMBEDDING = "embedding"  # ViT pseudo-layer: the global image embedding [B, D] of the same pass
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
 
-from ad_pipeline.backbones.base import Backbone, BackboneSpec
+from ad_pipeline.backbones.base import EMBEDDING, Backbone, BackboneSpec, Layer
 from ad_pipeline.backbones.weights import WeightsSource, is_torchscript_archive, seeded
 from ad_pipeline.errors import UserError
 
@@ -25,16 +25,24 @@ class _VitBackbone(Backbone):
         h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
         return h // self.spec.patch_size, w // self.spec.patch_size
 
-    def _check_blocks(self, layers: Sequence[int], depth: int) -> list[int]:
-        bad = [i for i in layers if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < depth]
+    def _check_blocks(self, layers: Sequence[Layer], depth: int) -> tuple[list[int], bool]:
+        """Sorted distinct block indices of ``layers`` and whether ``EMBEDDING`` is among them."""
+        blocks = [i for i in layers if i != EMBEDDING]
+        bad = [i for i in blocks if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < depth]
         if not layers or bad:
-            raise UserError(f"backbone {self.spec.name!r} has blocks 0..{depth - 1}; invalid layers {bad or '[]'}",
+            raise UserError(f"backbone {self.spec.name!r} has blocks 0..{depth - 1} (and {EMBEDDING!r}); "
+                            f"invalid layers {bad or '[]'}",
                             fix=f"use 0-based block indices, e.g. {list(self.spec.default_layers)}")
-        return sorted(set(layers))
+        return sorted(set(blocks)), len(blocks) < len(layers)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Global image embedding [B, D] (see the subclass' ``EMBEDDING``)."""
+        return self(x, [EMBEDDING])[EMBEDDING]
 
 
 class ClipBackbone(_VitBackbone):
-    """open_clip visual tower. ``bb(x [B,3,H,W], [5, 11]) -> {5: [B, h*w, C], 11: ...}``."""
+    """open_clip visual tower. ``bb(x [B,3,H,W], [5, 11]) -> {5: [B, h*w, C], 11: ...}``;
+    ``EMBEDDING``: ``ln_post(class token) @ proj``, L2-normalised [B, D]."""
 
     def _tokens_in(self, x: torch.Tensor) -> torch.Tensor:
         """Embedded tokens [B, 1+h*w, C] (class token first), ready for block 0."""
@@ -51,41 +59,39 @@ class ClipBackbone(_VitBackbone):
                                          interpolation="bicubic", antialias=False)[0]
         return v.ln_pre(v.patch_dropout(tokens + pos.to(tokens.dtype)))
 
-    def forward(self, x: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    def forward(self, x: torch.Tensor, layers: Sequence[Layer]) -> dict[Layer, torch.Tensor]:
         self._check_input(x)
         blocks = self.model.transformer.resblocks
-        wanted = self._check_blocks(layers, len(blocks))
+        wanted, with_embedding = self._check_blocks(layers, len(blocks))
+        last = len(blocks) - 1 if with_embedding else wanted[-1]
         h = self._tokens_in(x)
-        out = {}
-        for i, block in enumerate(blocks[: wanted[-1] + 1]):
+        out: dict[Layer, torch.Tensor] = {}
+        for i, block in enumerate(blocks[: last + 1]):
             h = block(h)
             if i in wanted:
                 out[i] = h[:, 1:]
+        if with_embedding:
+            out[EMBEDDING] = F.normalize(self.model.ln_post(h[:, 0]) @ self.model.proj, dim=-1)
         return {i: out[i] for i in layers}
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """``ln_post(class token) @ proj``, L2-normalised: [B, D]."""
-        self._check_input(x)
-        h = self.model.transformer(self._tokens_in(x))
-        pooled = self.model.ln_post(h[:, 0]) @ self.model.proj
-        return F.normalize(pooled, dim=-1)
 
 
 class TimmVitBackbone(_VitBackbone):
-    """timm ViT (DINO / DINOv2) with dynamic image size. Tokens are final-norm outputs [B, h*w, C]."""
+    """timm ViT (DINO / DINOv2) with dynamic image size. Tokens are final-norm outputs [B, h*w, C];
+    ``EMBEDDING``: the normed class token [B, D] (not L2-normalised), as the model's own forward gives it."""
 
-    def forward(self, x: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    def forward(self, x: torch.Tensor, layers: Sequence[Layer]) -> dict[Layer, torch.Tensor]:
         self._check_input(x)
-        wanted = self._check_blocks(layers, len(self.model.blocks))
-        feats = self.model.forward_intermediates(x, indices=wanted, norm=True, stop_early=True,
-                                                 output_fmt="NLC", intermediates_only=True)
-        out = dict(zip(wanted, feats))
+        wanted, with_embedding = self._check_blocks(layers, len(self.model.blocks))
+        if not with_embedding:
+            feats = self.model.forward_intermediates(x, indices=wanted, norm=True, stop_early=True,
+                                                     output_fmt="NLC", intermediates_only=True)
+            out: dict[Layer, torch.Tensor] = dict(zip(wanted, feats))
+        else:
+            final, feats = self.model.forward_intermediates(x, indices=wanted or [len(self.model.blocks) - 1],
+                                                            norm=True, output_fmt="NLC")
+            out = dict(zip(wanted, feats))
+            out[EMBEDDING] = self.model.forward_head(final, pre_logits=True)
         return {i: out[i] for i in layers}
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Normed class token [B, D] (not L2-normalised), as the model's own forward returns it."""
-        self._check_input(x)
-        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
 
 
 class _DropRecords(logging.Filter):

@@ -1,7 +1,8 @@
 """``MuSc``: zero-shot, transductive scoring of a whole unlabeled test set (spec/musc.md).
 
 Pipeline per ``score(paths)``: one ViT pass per batch (patch tokens of the chosen blocks + image
-embedding) -> LayerNormed maps -> per ``divide_num`` subset and per (layer, r): LNAMD + MSM ->
+embedding; with ``cache_features`` kept under the run's ``cache_dir``, so re-runs with other r_list /
+k_fraction / divide_num / RsCIN settings skip the ViT) -> LayerNormed maps -> per ``divide_num`` subset and per (layer, r): LNAMD + MSM ->
 mean patch scores -> maps (bilinear, align_corners=True, to ``image_size``) -> image score = max
 -> RsCIN re-scoring with the embeddings.
 """
@@ -19,13 +20,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator
 from scipy.ndimage import gaussian_filter
-from tqdm import tqdm
 
-from ad_pipeline.backbones import Backbone, build_backbone, require_family
-from ad_pipeline.backbones.features import load_images
+from ad_pipeline.backbones import EMBEDDING, Backbone, build_backbone, extract_features, require_family
 from ad_pipeline.errors import UserError
 from ad_pipeline.methods.base import AnomalyMethod, MethodConfig, RunContext, Scores
-from ad_pipeline.methods.musc.encode import tokens_and_embedding
 from ad_pipeline.methods.musc.lnamd import tokens_to_normed_map
 from ad_pipeline.methods.musc.msm import MATMUL_DTYPES, neighbour_count, patch_scores, plan_chunks
 from ad_pipeline.methods.musc.rscin import default_k_list, rescore
@@ -47,6 +45,8 @@ class MuScConfig(MethodConfig):
     ``precision``: dtype of the MSM matmuls and (under autocast) of the ViT forward.
     ``device``: None = the run context's device. ``smoothing_sigma``: Gaussian sigma in pixels of
     the output map, 0 = none (as the paper). ``classification_only``: return no maps.
+    ``cache_features``: keep the ViT outputs in the run's ``cache_dir`` (N·layers·h·w·C·4 B on disk,
+    23 MB per image for ViT-L-14-336 at 518) so scoring-only changes re-run without the ViT.
     """
 
     image_size: int = Field(518, ge=8)
@@ -61,6 +61,7 @@ class MuScConfig(MethodConfig):
     device: str | None = None
     smoothing_sigma: float = Field(0.0, ge=0)
     classification_only: bool = False
+    cache_features: bool = False
 
     @field_validator("r_list")
     @classmethod
@@ -170,7 +171,11 @@ class MuSc(AnomalyMethod):
         return self._backbone
 
     def _features(self, paths: list[Path]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """LayerNormed maps, one [N, C, h, w] per layer (on the device), and embeddings [N, D] (CPU)."""
+        """LayerNormed maps, one [N, C, h, w] per layer (on the device), and embeddings [N, D] (CPU).
+
+        Memory: the tokens of all layers on the host (N·layers·h·w·C·4 B) while the maps are built
+        (one layer's tokens are freed as its map is made).
+        """
         bb = self.backbone()
         grid = bb.grid_size(self.cfg.image_size)
         if min(grid) < 1:
@@ -178,22 +183,19 @@ class MuSc(AnomalyMethod):
                             fix=f"set musc.image_size to a multiple of {self.spec.patch_size}")
         resample = "bicubic" if self.spec.family == "clip" else "bilinear"
         low_precision = self.cfg.precision != "fp32"
-        fmaps: list[torch.Tensor] = []
-        embeddings = []
-        starts = range(0, len(paths), self.cfg.batch_size)
-        for start in tqdm(starts, desc=f"MuSc features {self.spec.name}", unit="batch", disable=not self.ctx.progress):
-            batch = paths[start:start + self.cfg.batch_size]
-            x = load_images(bb, batch, self.cfg.image_size, resample=resample).to(self.device)
-            with torch.autocast(self.device.type, dtype=MATMUL_DTYPES[self.cfg.precision], enabled=low_precision):
-                tokens, embedding = tokens_and_embedding(bb, x, self.layers)
-            for i, layer in enumerate(self.layers):
-                t = _finite(tokens[layer].float(), batch, f"block {layer} tokens")
-                fmap = tokens_to_normed_map(t, grid)
-                if len(fmaps) <= i:
-                    fmaps.append(torch.empty(len(paths), *fmap.shape[1:], device=self.device))
-                fmaps[i][start:start + len(batch)] = fmap
-            embeddings.append(_finite(embedding.float(), batch, "image embedding").cpu())
-        return fmaps, torch.cat(embeddings)
+        with torch.autocast(self.device.type, dtype=MATMUL_DTYPES[self.cfg.precision], enabled=low_precision):
+            feats = extract_features(bb, paths, size=self.cfg.image_size, layers=[*self.layers, EMBEDDING],
+                                     batch_size=self.cfg.batch_size, resample=resample,
+                                     cache_dir=self.ctx.cache_dir if self.cfg.cache_features else None,
+                                     progress=self.ctx.progress)
+        embeddings = _finite(feats.pop(EMBEDDING), paths, "image embedding")
+        fmaps = []
+        for layer in self.layers:
+            tokens = _finite(feats.pop(layer), paths, f"block {layer} tokens")
+            fmaps.append(torch.cat([tokens_to_normed_map(t.to(self.device), grid)
+                                    for t in tokens.split(self.cfg.batch_size)]))
+            del tokens
+        return fmaps, embeddings
 
     def _upsample(self, patch: torch.Tensor) -> np.ndarray:
         """Patch scores float64 [N, h, w] -> maps float32 [N, S, S] (bilinear, align_corners=True, optional blur)."""
@@ -208,11 +210,11 @@ class MuSc(AnomalyMethod):
         return maps
 
 
-def _finite(t: torch.Tensor, batch: Sequence[Path], what: str) -> torch.Tensor:
-    """``t`` [B, ...] unchanged, or a UserError naming the first image with a non-finite value."""
+def _finite(t: torch.Tensor, paths: Sequence[Path], what: str) -> torch.Tensor:
+    """``t`` [N, ...] unchanged, or a UserError naming the first image with a non-finite value."""
     bad = ~torch.isfinite(t).flatten(1).all(dim=1)
     if bool(bad.any()):
-        path = batch[int(bad.nonzero()[0])]
+        path = paths[int(bad.nonzero()[0])]
         raise UserError(f"the backbone produced non-finite {what} for this image", path=path,
                         fix="check the image and the weights file; use musc.precision: fp32")
     return t
