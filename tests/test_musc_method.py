@@ -119,6 +119,9 @@ def test_feature_cache_skips_the_vit_on_a_rerun_with_other_scoring_settings(dino
     monkeypatch.setattr(type(dino_bb), "forward", no_forward)
     np.testing.assert_array_equal(run(r_list=[1, 3]).maps, first.maps)
     assert not np.array_equal(run(r_list=[1]).maps, first.maps)  # a scoring change, same cached tokens
+    monkeypatch.undo()
+    run(r_list=[1, 3], precision="bf16")  # autocast features are cached under their own key
+    assert len(list(tmp_path.glob("dinov2_vits14_42_*.safetensors"))) == 2
 
 
 def test_divide_num_scores_subsets_independently(dino_bb, images):
