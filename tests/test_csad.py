@@ -119,7 +119,8 @@ def test_csad_end_to_end_fit_score_save_load(tmp_path):
     train, labels = make_images(tmp_path, 6, "train")
     val, _ = make_images(tmp_path, 4, "val")
     test, _ = make_images(tmp_path, 2, "test", missing_part=(1,))
-    pseudo = PseudoLabels([str(p) for p in train], labels, np.zeros((6, 2), np.float32), np.arange(6))
+    pseudo = PseudoLabels([str(p) for p in train], labels, np.zeros((6, 2), np.float32), np.arange(6),
+                          proposals=labels)  # one component per part: LSA copy-pastes them
     cfg = CSADConfig(image_size=128, encoder="resnet18", head_channels=8, head_low_channels=4, bn_momentum=0.1,
                      segmentor=SegTrainConfig(epochs=25, sup_only_epochs=20, batch_size=2, ce_on_probs=False),
                      lgst_channels=8, lgst_width_divisor=32, lgst_steps=2, batch_size=4)
@@ -141,7 +142,7 @@ def test_csad_export_matches_library_scores_and_onnx(tmp_path):
 
     train, labels = make_images(tmp_path, 4, "train")
     val, _ = make_images(tmp_path, 3, "val")
-    pseudo = PseudoLabels([str(p) for p in train], labels, np.zeros((4, 2), np.float32), np.arange(4))
+    pseudo = PseudoLabels([str(p) for p in train], labels, np.zeros((4, 2), np.float32), np.arange(4), proposals=labels)
     cfg = CSADConfig(image_size=128, encoder="resnet18", head_channels=8, head_low_channels=4, bn_momentum=0.1,
                      segmentor=SegTrainConfig(epochs=2, sup_only_epochs=2, batch_size=2),
                      lgst_channels=8, lgst_width_divisor=32, lgst_steps=1, batch_size=4)

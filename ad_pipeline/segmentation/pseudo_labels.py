@@ -61,7 +61,9 @@ class PseudoLabels:
     """Per-image uint8 class maps (0 = background, 1..K) at original resolution, in ``paths`` order.
 
     ``histograms`` [N,K] area fractions of the kept classes; ``good_indices`` the supervised
-    subset; ``info`` counts for logging (clusters found / kept, K, component-count mode).
+    subset; ``info`` counts for logging (clusters found / kept, K, component-count mode);
+    ``proposals`` the proposer's uint8 component label images (the repo's ``refined_masks``,
+    LSA's copy-paste sources), None for directories written before they were saved.
     """
 
     paths: list[str]
@@ -69,6 +71,7 @@ class PseudoLabels:
     histograms: np.ndarray
     good_indices: np.ndarray
     info: dict = field(default_factory=dict)
+    proposals: list[np.ndarray] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -76,35 +79,57 @@ class PseudoLabels:
         return self.histograms.shape[1] + 1
 
     def save(self, out_dir: Path) -> None:
-        """``labels/<i:04d>.png``, ``histograms.npy``, ``good_indices.npy``, ``pseudo_labels.json``."""
+        """``labels/<i:04d>.png``, ``proposals/<i:04d>.png`` (when present), ``histograms.npy``,
+        ``good_indices.npy``, ``pseudo_labels.json``."""
         out_dir = Path(out_dir)
-        (out_dir / "labels").mkdir(parents=True, exist_ok=True)
-        for i, m in enumerate(self.label_maps):
-            with atomic_path(out_dir / "labels" / f"{i:04d}.png") as tmp:
-                Image.fromarray(m).save(tmp, format="PNG")
+        _save_pngs(out_dir / "labels", self.label_maps)
+        if self.proposals is not None:
+            _save_pngs(out_dir / "proposals", self.proposals)
         save_npy(out_dir / "histograms.npy", self.histograms.astype(np.float32))
         save_npy(out_dir / "good_indices.npy", self.good_indices.astype(np.int64))
-        write_json(out_dir / "pseudo_labels.json", {"paths": self.paths, "num_classes": self.num_classes, **self.info})
+        write_json(out_dir / "pseudo_labels.json", {"paths": self.paths, "num_classes": self.num_classes,
+                                                    "has_proposals": self.proposals is not None, **self.info})
 
     @classmethod
     def load(cls, out_dir: Path) -> PseudoLabels:
+        """Read :meth:`save`'s layout; a directory from before proposals were saved loads with
+        ``proposals=None``. ArtifactError if a listed file is missing."""
         out_dir = Path(out_dir)
         meta = read_json(out_dir / "pseudo_labels.json")
         try:
-            maps = [load_mask(out_dir / "labels" / f"{i:04d}.png") for i in range(len(meta["paths"]))]
+            n = len(meta["paths"])
+            maps = _load_pngs(out_dir / "labels", n)
+            proposals = _load_pngs(out_dir / "proposals", n) if meta.get("has_proposals", False) else None
             hists = np.load(out_dir / "histograms.npy")
             good = np.load(out_dir / "good_indices.npy")
         except (FileNotFoundError, KeyError) as e:
             raise ArtifactError(f"incomplete pseudo-label directory ({e})", path=out_dir,
                                 fix="re-run the pseudo_labels stage") from None
-        info = {k: v for k, v in meta.items() if k not in ("paths", "num_classes")}
-        return cls(list(meta["paths"]), maps, hists, good, info)
+        info = {k: v for k, v in meta.items() if k not in ("paths", "num_classes", "has_proposals")}
+        return cls(list(meta["paths"]), maps, hists, good, info, proposals)
 
     def check_paths(self, paths: Sequence[Path]) -> None:
         """ArtifactError unless these labels were made for exactly ``paths`` in this order."""
         if [str(p) for p in paths] != self.paths:
             raise ArtifactError("pseudo-labels were made for other (or reordered) training images",
                                 fix="re-run the pseudo_labels stage for the current manifest")
+
+
+def _save_pngs(folder: Path, arrays: Sequence[np.ndarray]) -> None:
+    """uint8 [H,W] arrays → ``folder/<i:04d>.png``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, a in enumerate(arrays):
+        with atomic_path(folder / f"{i:04d}.png") as tmp:
+            Image.fromarray(a).save(tmp, format="PNG")
+
+
+def _load_pngs(folder: Path, n: int) -> list[np.ndarray]:
+    """``folder/0000.png`` … ``folder/<n-1>.png`` as uint8 [H,W]; FileNotFoundError naming the first missing one."""
+    paths = [folder / f"{i:04d}.png" for i in range(n)]
+    missing = next((p for p in paths if not p.is_file()), None)
+    if missing is not None:
+        raise FileNotFoundError(f"{missing} is missing")
+    return [load_mask(p) for p in paths]
 
 
 def build_proposer(cfg: PseudoLabelConfig, *, grounded=None, weights_dir: Path | None = None,
@@ -182,4 +207,4 @@ def generate_pseudo_labels(paths: Sequence[Path], proposer, descriptor: Componen
         "n_good": int(len(filt.good_indices)),
     }
     return PseudoLabels([str(p) for p in paths], label_maps, hists[:, filt.kept_classes - 1].astype(np.float32),
-                        filt.good_indices, info)
+                        filt.good_indices, info, proposals)

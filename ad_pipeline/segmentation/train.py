@@ -26,7 +26,8 @@ from ad_pipeline.segmentation.losses import (
     one_hot,
 )
 
-Augment = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+# augment(x [B,3,H,W], y int64 [B,H,W], rows int64 [B] (dataset rows of the batch), gen) -> (x, y)
+Augment = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 
 class SegTrainConfig(BaseModel):
@@ -109,8 +110,8 @@ def train_segmentation(model: nn.Module, images: torch.Tensor, labels: torch.Ten
     """Train ``model`` (logits [B,C,H,W] from images [B,3,H,W]) in place; returns per-epoch mean losses.
 
     ``images`` [N,3,H,W] normalised, ``labels`` int64 [N,H,W] (only rows in ``supervised`` are
-    used as targets); the other rows form the unsupervised set. ``augment(x, y, gen)`` is
-    applied to supervised batches. Model selection: the last epoch (no test data involved).
+    used as targets); the other rows form the unsupervised set. ``augment(x, y, rows, gen)``
+    (``rows`` = the batch's row indices, for per-image side data) is applied to supervised batches. Model selection: the last epoch (no test data involved).
     Memory: the whole set is held as tensors (N·3·H·W floats); one batch of each kind on ``device``.
     """
     gen = torch.Generator().manual_seed(seed)
@@ -131,10 +132,10 @@ def train_segmentation(model: nn.Module, images: torch.Tensor, labels: torch.Ten
         with_unsup = epoch >= cfg.sup_only_epochs
         sums: dict[str, float] = {}
         for _ in range(steps):
-            idx = torch.from_numpy(supervised)[next(sup_stream)]
-            x, y = images[idx], labels[idx]
+            rows = torch.from_numpy(supervised)[next(sup_stream)]
+            x, y = images[rows], labels[rows]
             if augment is not None:
-                x, y = augment(x, y, gen)
+                x, y = augment(x, y, rows, gen)
             ux = ry = None
             if unsup_stream is not None and with_unsup:
                 ux = images[torch.from_numpy(unsupervised)[next(unsup_stream)]].to(device)

@@ -27,6 +27,7 @@ from ad_pipeline.methods.csad.patch_hist import PatchHistogramModel
 from ad_pipeline.methods.efficientad.data import PenaltyImages, list_images, load_uint8
 from ad_pipeline.methods.efficientad.train import teacher_statistics, train_student_autoencoder
 from ad_pipeline.seed import seed_everything
+from ad_pipeline.segmentation.augment import AugmentConfig, SupervisedAugment
 from ad_pipeline.segmentation.models import FrozenEncoderSegmentor, probe_channels
 from ad_pipeline.segmentation.pseudo_labels import PseudoLabels
 from ad_pipeline.segmentation.train import SegTrainConfig, predict_labels, train_segmentation
@@ -44,6 +45,7 @@ class CSADConfig(MethodConfig):
     head_low_channels: int = 48
     bn_momentum: float = 0.999  # repo value (PyTorch convention); 0.1 is PyTorch's default
     segmentor: SegTrainConfig = SegTrainConfig()
+    augment: AugmentConfig = AugmentConfig()  # supervised segmentor batches: LSA + ShiftScaleRotate + brightness
     lgst_channels: int = 512
     lgst_width_divisor: int = 1  # > 1 only for tiny smoke-test students
     lgst_steps: int = 60_000
@@ -77,17 +79,34 @@ def resize_labels(maps: Sequence[np.ndarray], size: int) -> torch.Tensor:
     return torch.stack(out).long()
 
 
+def build_augment(labels: PseudoLabels, cfg: CSADConfig) -> SupervisedAugment | None:
+    """The supervised-batch augmentation of ``cfg.augment`` (None when disabled); LSA's proposal
+    images are resized (nearest) to the training resolution."""
+    aug = cfg.augment
+    if not aug.enabled:
+        return None
+    if aug.lsa_ratio == 0:
+        return SupervisedAugment(aug, None)
+    if labels.proposals is None:
+        raise ArtifactError("the pseudo-labels hold no proposal images, which LSA copy-pastes",
+                            fix="re-run the pseudo_labels stage (it now saves proposals/), or set "
+                                "csad.augment.lsa_ratio: 0 (or csad.augment.enabled: false)")
+    return SupervisedAugment(aug, resize_labels(labels.proposals, cfg.image_size).to(torch.uint8).numpy())
+
+
 def fit_segmentor(train: Sequence[Path], labels: PseudoLabels, cfg: CSADConfig, ctx: RunContext,
                   encoder=None) -> tuple[FrozenEncoderSegmentor, list[dict[str, float]]]:
-    """Train the segmentor head on ``labels`` (made for exactly ``train``); returns (model, history)."""
+    """Train the segmentor head on ``labels`` (made for exactly ``train``) with ``cfg.augment`` on the
+    supervised batches; returns (model, history)."""
     labels.check_paths(train)
     seed_everything(ctx.seed)
+    augment = build_augment(labels, cfg)
     encoder = encoder or _encoder(cfg, ctx)
     model = _build_segmentor(encoder, labels.num_classes, cfg)
     images = load_batch(list(train), cfg.image_size)
     history = train_segmentation(model, images, resize_labels(labels.label_maps, cfg.image_size), labels.good_indices,
-                                 cfg.segmentor, num_classes=labels.num_classes, seed=ctx.seed, device=ctx.device,
-                                 progress=ctx.progress)
+                                 cfg.segmentor, num_classes=labels.num_classes, seed=ctx.seed, augment=augment,
+                                 device=ctx.device, progress=ctx.progress)
     return model, history
 
 
