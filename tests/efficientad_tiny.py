@@ -56,9 +56,3 @@ def fit_tiny(root: Path, data: dict[str, list[Path]], *, seed: int = 0, steps: i
     return method
 
 
-def one_thread():
-    """Generator for an autouse fixture: torch on one thread (2 shared cores oversubscribe badly)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

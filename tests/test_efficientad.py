@@ -18,9 +18,7 @@ from ad_pipeline.methods.efficientad.pdn import PDN
 from ad_pipeline.methods.efficientad.teacher import PatchDescriptorTarget, channel_mean_std
 from ad_pipeline.methods.efficientad.train import hard_feature_loss
 
-from efficientad_tiny import one_thread
 
-single_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 META = torch.device("meta")  # shape inference without computing full-size convolutions
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from efficientad_tiny import TINY, fit_tiny, make_images, one_thread, tiny_dataset, tiny_teacher_dir
+from efficientad_tiny import TINY, fit_tiny, make_images, tiny_dataset, tiny_teacher_dir
 
 from ad_pipeline.errors import ArtifactError, UserError
 from ad_pipeline.methods.base import RunContext
@@ -14,7 +14,6 @@ from ad_pipeline.methods.efficientad import (EfficientAD, EfficientADConfig, Tea
 from ad_pipeline.methods.efficientad.pdn import PDN
 from ad_pipeline.methods.efficientad.teacher import PatchDescriptorTarget
 
-single_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 TEACHER_TINY = {"image_size": 32, "target_image_size": 64, "batch_size": 4, "channels": 8, "width_divisor": 16,
                 "target_layer_dim": 16}
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from efficientad_tiny import fit_tiny, one_thread, tiny_dataset
+from efficientad_tiny import fit_tiny, tiny_dataset
 from torch import nn
 
 from ad_pipeline.export import ParityError, check_parity, export_efficientad, export_onnx, onnx_session
 
-single_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
 
 class _TwoHeads(nn.Module):

@@ -37,15 +37,6 @@ def _ctx(backbone: str, **kw) -> RunContext:
     return RunContext(backbone=backbone, pretrained="false", progress=False, **kw)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One intra-op thread: on the shared 2-core test machine two threads spin against each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def clip_bb():
     return build_backbone("ViT-B-16", pretrained="false", seed=0)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from efficientad_tiny import fit_tiny, one_thread, tiny_dataset
+from efficientad_tiny import fit_tiny, tiny_dataset
 from sklearn.covariance import LedoitWolf
 
 from ad_pipeline.errors import ArtifactError, UserError
 from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.puad import PUAD, PUADConfig, fit_gaussian, mahalanobis, mean_std
 
-single_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
 
 def test_mahalanobis_matches_direct_numpy():

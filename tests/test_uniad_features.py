@@ -17,15 +17,6 @@ from tests.helpers import write_random_images
 CTX = RunContext(pretrained="false", progress=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The test machine's few cores are shared: one intra-op thread avoids spin-wait contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def extractor():
     return build_feature_extractor(Config(), CTX)

@@ -25,15 +25,6 @@ TINY = dict(image_size=64, hidden=16, heads=2, ffn=32, enc_layers=1, dec_layers=
             batch_size=4, epochs=2, checkpoint_every=1, num_workers=0, lr=1e-3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The test machine's few cores are shared: one intra-op thread avoids spin-wait contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """Two tiny categories of 4 normal images each (different colour statistics) + a shared feature cache."""
