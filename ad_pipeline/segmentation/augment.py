@@ -12,8 +12,9 @@ Fixed repo bugs: the source is re-sampled every ``resample_every`` failed tries 
 condition never fired), and a copy that finds no destination in ``max_tries`` tries is
 skipped (the repo pasted the last rejected placement). Deliberate deviation: the copy is
 moved with nearest-neighbour warps for pixels *and* labels (the repo warps a zero-masked
-image bilinearly, which darkens the pasted edges), so every pasted pixel carries exactly the
-colour and class of one source pixel.
+image bilinearly, which darkens the pasted edges, and the label map bilinearly too, which
+invents in-between class ids there), so every pasted pixel carries exactly the colour and
+class of one source pixel.
 """
 
 from __future__ import annotations
