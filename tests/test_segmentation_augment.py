@@ -23,7 +23,7 @@ from ad_pipeline.segmentation.augment import (
 )
 from ad_pipeline.segmentation.proposers import overlap_ratio
 from ad_pipeline.segmentation.pseudo_labels import PseudoLabels
-from test_segmentation_fakes import TinyEncoder, single_thread  # noqa: F401 (autouse fixture)
+from test_segmentation_fakes import TinyEncoder
 
 SIZE = 64
 
