@@ -37,10 +37,12 @@ def run(dataset: str) -> None:
             paths = manifest.paths("train")
             with measured() as timing:
                 proposer = build_proposer(labels_cfg, grounded=grounded, weights_dir=ctx.weights_dir,
-                                          device=ctx.device)
+                                          pretrained=ctx.pretrained, device=ctx.device, seed=ctx.seed)
                 descriptor = build_descriptor(labels_cfg, pretrained=ctx.pretrained, weights_dir=ctx.weights_dir,
                                               seed=ctx.seed)
                 labels = generate_pseudo_labels(paths, proposer, descriptor, labels_cfg, progress=ctx.progress)
+            # 'random-init' if either model is (part_labels / color proposers use no weights)
+            weights = {"descriptor": descriptor_weights(descriptor), "proposer": getattr(proposer, "weights", "none")}
             labels.save(out / cat)
             preview_sheet(paths[:PREVIEW], labels.label_maps[:PREVIEW], out / cat / "preview.png")
             truth = [part_label_path(path) for path in paths]
@@ -48,7 +50,8 @@ def run(dataset: str) -> None:
                     if all(t.exists() for t in truth) else None)
             log.info("pseudo_labels@%s/%s: %d classes, mIoU vs true parts %s", dataset, cat, labels.num_classes, miou)
             write_meta(out / cat, method="pseudo_labels", section=labels_cfg, ctx=ctx, measured=timing,
-                       extra={"weights": descriptor_weights(descriptor), "num_classes": labels.num_classes,
+                       extra={"weights": "random-init" if "random-init" in weights.values() else weights["descriptor"],
+                              "component_weights": weights, "num_classes": labels.num_classes,
                               "miou_vs_true_parts": miou, "proposer": labels_cfg.proposer,
                               "grounded_sam": grounded.model_dump() if grounded else None, **labels.info})
 

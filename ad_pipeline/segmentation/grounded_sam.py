@@ -1,48 +1,89 @@
-"""Grounded-SAM mask proposer (csad.md §1.1): GroundingDINO boxes from a text prompt → one
-SAM-HQ mask per box → components, as used for CSAD's pseudo-labels on real data.
+"""Grounded-SAM mask proposer (csad.md §1.1–1.2): CSAD's component masks on real data.
 
-Weights (all looked up in ``weights_dir``; nothing is ever downloaded):
+Per image: GroundingDINO boxes for the category's text prompt → one SAM-HQ mask per box →
+``grounding_mask`` (non-background boxes, largest first) and ``grounding_background`` (union
+of the boxes whose phrase contains a ``background_prompt`` entry). Then, per category:
 
-* ``groundingdino_swint_ogc.pth`` — GroundingDINO Swin-T OGC, from the IDEA-Research
-  GroundingDINO GitHub releases (v0.1.0-alpha).
-* ``bert-base-uncased/`` — the Hugging Face ``bert-base-uncased`` folder (config.json,
-  vocab.txt, model weights), GroundingDINO's text encoder; e.g. ``huggingface-cli download
-  bert-base-uncased --local-dir weights/bert-base-uncased`` on a machine with internet.
-* ``sam_hq_vit_h.pth`` (or ``sam_hq_vit_b.pth`` / ``sam_hq_vit_tiny.pth``) — SAM-HQ, from the
-  SysCV/sam-hq GitHub README links.
+* ``no_sam: true`` (breakfast_box, pushpins, splicing_connectors): the components of the
+  grounding mask are the proposal;
+* ``no_sam: false`` (juice_bottle, screw_bag): SAM-HQ's automatic mask generator
+  (``auto_mask`` settings), its masks split into components, optionally kept only inside the
+  grounding mask (``use_grounding_filter``), minus the corner-point background and the
+  grounding background, de-duplicated (``mask_refinement.refine_automatic_masks``).
 
-There is no random-init mode: random GroundingDINO/SAM weights propose no meaningful
-components, so without the files this is a UserError pointing at the weight-free proposers
-(``part_labels`` for synthetic data, ``color``). Only the ``no_sam`` path of the paper is
-implemented (box masks of Grounded-SAM, the setting of 3 of the 5 LOCO categories); the SAM
-automatic-mask path is not.
+Weights, looked up in ``weights_dir`` (nothing is ever downloaded):
+
+* ``groundingdino_swint_ogc.pth`` — GroundingDINO Swin-T OGC, from the IDEA-Research/GroundingDINO
+  GitHub release v0.1.0-alpha.
+* ``bert-base-uncased/`` — the Hugging Face ``bert-base-uncased`` folder (config.json, vocab.txt,
+  tokenizer files, weights), GroundingDINO's text encoder and tokenizer; e.g.
+  ``huggingface-cli download bert-base-uncased --local-dir weights/bert-base-uncased`` on a
+  machine with internet.
+* ``sam_hq_vit_h.pth`` (or ``sam_hq_vit_l.pth`` / ``sam_hq_vit_b.pth`` / ``sam_hq_vit_tiny.pth``
+  for ``sam_variant``) — SAM-HQ, from the links in the SysCV/sam-hq GitHub README.
+
+``pretrained``: ``"true"`` → all three must exist (a UserError names the missing ones);
+``"auto"`` → real weights when all exist, else **random init** with a loud warning;
+``"false"`` → random init always. Random init needs no file and no network (GroundingDINO's
+BERT from a local ``BertConfig()``, a tokenizer over the prompt words, see
+``grounding_dino.py``), is seeded (same seed → same model), and is recorded as
+``proposer.weights == "random-init"`` (the stage writes it to meta.json). Random weights
+propose meaningless masks: the mode exists so the stage runs end to end offline.
+
+CPU cost, one image, 1 thread: see ``bench/grounded_sam.py`` (reported in the module's commit).
 """
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ad_pipeline.data.images import load_rgb
 from ad_pipeline.errors import UserError
-from ad_pipeline.segmentation.proposers import (
-    MaskProposer,
-    filter_by_combine,
-    overlap_ratio,
-    paint_largest_first,
-    split_components,
+from ad_pipeline.segmentation.mask_refinement import (
+    background_points,
+    grounding_components,
+    grounding_label_image,
+    refine_automatic_masks,
 )
+from ad_pipeline.segmentation.proposers import MaskProposer
 
+log = logging.getLogger(__name__)
+
+PRETRAINED_MODES = ("auto", "true", "false")
 GROUNDING_DINO_FILE = "groundingdino_swint_ogc.pth"
 BERT_DIR = "bert-base-uncased"
-SAM_HQ_FILES = {"vit_h": "sam_hq_vit_h.pth", "vit_b": "sam_hq_vit_b.pth", "vit_tiny": "sam_hq_vit_tiny.pth"}
+SAM_HQ_FILES = {"vit_h": "sam_hq_vit_h.pth", "vit_l": "sam_hq_vit_l.pth", "vit_b": "sam_hq_vit_b.pth",
+                "vit_tiny": "sam_hq_vit_tiny.pth"}
+BOX_BATCH = 16  # SAM box prompts decoded together: bounds the decoder's activations
+
+
+class AutoMaskConfig(BaseModel):
+    """``segment_anything_hq.SamAutomaticMaskGenerator`` settings (csad.md §1.2; the paper's values)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    points_per_side: int = Field(32, ge=1)
+    points_per_batch: int = Field(16, ge=1)
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.96
+    stability_score_offset: float = 1.0
+    box_nms_thresh: float = 0.7
+    crop_n_layers: int = Field(1, ge=0)
+    crop_nms_thresh: float = 0.7
+    crop_overlap_ratio: float = 512 / 1500
+    crop_n_points_downscale_factor: int = Field(1, ge=1)
+    min_mask_region_area: int = Field(500, ge=0)
 
 
 class GroundedSamConfig(BaseModel):
-    """Per-category prompt and thresholds (csad.md §1.1 table; defaults: breakfast_box)."""
+    """Per-category prompt, thresholds and path (csad.md §1.1 table; defaults: breakfast_box)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -50,24 +91,60 @@ class GroundedSamConfig(BaseModel):
     background_prompt: str = ""
     box_threshold: float = 0.25
     text_threshold: float = 0.20
-    sam_variant: str = "vit_h"
+    sam_variant: Literal["vit_h", "vit_l", "vit_b", "vit_tiny"] = "vit_h"
+    # GroundingDINO input short side (paper: 800, long side ≤ 1333). Its 900 queries are picked
+    # from the multi-scale feature tokens, which needs a short side of at least ~210 px.
+    dino_image_size: int = Field(800, ge=224)
+    # Keep only the best-scoring boxes (None = all, the paper). Random-init GroundingDINO passes
+    # almost all 900 queries and SAM costs ~0.3 s per box on a CPU: cap it for offline runs.
+    max_boxes: int | None = Field(None, ge=1)
     min_component_px: int = 50
-    combine_filter: bool = True
+    combine_filter: bool = True  # filter_by_combine on the grounding masks
+    no_sam: bool = True  # True: components of the grounding mask; False: SAM automatic masks
+    use_grounding_filter: bool = True  # automatic path: keep only components inside the grounding mask
+    auto_mask: AutoMaskConfig = AutoMaskConfig()
 
 
 def required_files(weights_dir: Path | None, sam_variant: str) -> dict[str, Path]:
     """The three weight paths, or a UserError naming every missing one and the fix."""
+    files = weight_files(weights_dir, sam_variant)
+    missing = [str(p) for p in files.values() if not p.exists()]
+    if missing:
+        raise UserError(f"Grounded-SAM weights not found: {', '.join(missing)}", path=files["sam_hq"].parent,
+                        fix="place the files listed in ad_pipeline/segmentation/grounded_sam.py there (no download "
+                            "happens here), set pretrained to \"auto\"/\"false\" for random init, or use the "
+                            "weight-free proposer 'part_labels' (synthetic data) or 'color'")
+    return files
+
+
+def weight_files(weights_dir: Path | None, sam_variant: str) -> dict[str, Path]:
+    """Where the GroundingDINO checkpoint, the BERT folder and the SAM-HQ checkpoint are expected."""
     if sam_variant not in SAM_HQ_FILES:
         raise UserError(f"unknown SAM-HQ variant {sam_variant!r}", fix=f"use one of {', '.join(SAM_HQ_FILES)}")
     base = Path(weights_dir) if weights_dir else Path("weights")
-    files = {"grounding_dino": base / GROUNDING_DINO_FILE, "bert": base / BERT_DIR,
-             "sam_hq": base / SAM_HQ_FILES[sam_variant]}
+    return {"grounding_dino": base / GROUNDING_DINO_FILE, "bert": base / BERT_DIR,
+            "sam_hq": base / SAM_HQ_FILES[sam_variant]}
+
+
+def resolve_files(weights_dir: Path | None, sam_variant: str, pretrained: str) -> dict[str, Path] | None:
+    """The weight files to load, or None for seeded random init (see the module docstring)."""
+    if pretrained not in PRETRAINED_MODES:
+        raise UserError(f"pretrained must be one of {PRETRAINED_MODES}, got {pretrained!r}",
+                        fix='set pretrained to "auto", "true" or "false"')
+    if pretrained == "true":
+        return required_files(weights_dir, sam_variant)
+    files = weight_files(weights_dir, sam_variant)
+    if pretrained == "false":
+        return None
     missing = [str(p) for p in files.values() if not p.exists()]
-    if missing:
-        raise UserError(f"Grounded-SAM weights not found: {', '.join(missing)}", path=base,
-                        fix="place the files listed in ad_pipeline/segmentation/grounded_sam.py there (no download "
-                            "happens here), or use the weight-free proposer 'part_labels' (synthetic data) or 'color'")
-    return files
+    if not missing:
+        return files
+    message = (f"!!! Grounded-SAM: weights not found ({', '.join(missing)}) — using seeded RANDOM-INIT "
+               "GroundingDINO and SAM-HQ; the pseudo-labels will be meaningless. To fix: place the files listed "
+               "in ad_pipeline/segmentation/grounded_sam.py in weights_dir.")
+    warnings.warn(message, stacklevel=3)
+    log.warning(message)
+    return None
 
 
 def caption_of(prompt: str) -> str:
@@ -76,62 +153,81 @@ def caption_of(prompt: str) -> str:
     return c if c.endswith(".") else c + "."
 
 
+def is_background_phrase(phrase: str, background_prompt: str) -> bool:
+    """True when the box phrase contains one of the '.'-separated ``background_prompt`` entries
+    (the tokenizer's 'zip - lock' read as 'zip-lock')."""
+    entries = [e.strip() for e in background_prompt.lower().split(".") if e.strip()]
+    return any(e in phrase.lower().replace(" - ", "-") for e in entries)
+
+
 class GroundedSamProposer(MaskProposer):
-    """GroundingDINO + SAM-HQ box masks → label image of components (largest first)."""
+    """GroundingDINO + SAM-HQ → label image of components (largest first); see the module docstring.
 
-    def __init__(self, cfg: GroundedSamConfig, *, weights_dir: Path | None, device: str = "cpu"):
-        files = required_files(weights_dir, cfg.sam_variant)  # before the heavy imports
-        from groundingdino.models import build_model
-        from groundingdino.util.slconfig import SLConfig
-        from groundingdino.util.utils import clean_state_dict
-        from segment_anything_hq import SamPredictor, sam_model_registry
+    ``weights`` is ``"pretrained"`` or ``"random-init"``. Memory per image: one bool [H,W]
+    mask per box (``no_sam``) plus one per automatic mask and per component (automatic path).
+    """
 
-        import groundingdino.config as gd_config
+    def __init__(self, cfg: GroundedSamConfig, *, weights_dir: Path | None, pretrained: str = "true",
+                 device: str = "cpu", seed: int = 0):
+        files = resolve_files(weights_dir, cfg.sam_variant, pretrained)  # before the heavy imports
+        from segment_anything_hq import SamAutomaticMaskGenerator, SamPredictor, sam_model_registry
+
+        from ad_pipeline.backbones.weights import seeded
+        from ad_pipeline.segmentation.grounding_dino import build_grounding_dino
 
         self.cfg = cfg
         self.device = device
-        args = SLConfig.fromfile(str(Path(gd_config.__file__).parent / "GroundingDINO_SwinT_OGC.py"))
-        args.device = device
-        args.text_encoder_type = str(files["bert"])  # local folder: no hub lookup
-        self.dino = build_model(args)
-        state = torch.load(files["grounding_dino"], map_location="cpu", weights_only=False)
-        self.dino.load_state_dict(clean_state_dict(state["model"]), strict=False)
-        self.dino.eval().to(device)
-        sam = sam_model_registry[cfg.sam_variant](checkpoint=str(files["sam_hq"]))
-        self.sam = SamPredictor(sam.to(device).eval())
+        self.weights = "random-init" if files is None else "pretrained"
+        files = files or {}
+        with seeded(seed):  # only random init draws from it; the global RNG is restored
+            self.dino = build_grounding_dino(checkpoint=files.get("grounding_dino"), bert_dir=files.get("bert"),
+                                             vocabulary=f"{cfg.prompt} {cfg.background_prompt}", device=device)
+            sam_file = files.get("sam_hq")
+            sam = sam_model_registry[cfg.sam_variant](checkpoint=str(sam_file) if sam_file else None)
+        sam = sam.to(device).eval()
+        self.sam = SamPredictor(sam)
+        self.generator = None if cfg.no_sam else SamAutomaticMaskGenerator(
+            sam, **cfg.auto_mask.model_dump(), output_mode="binary_mask")
 
-    def boxes(self, rgb: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """Boxes xyxy in pixels [n,4] and their phrases for ``cfg.prompt``."""
-        import groundingdino.datasets.transforms as T
-        from groundingdino.util.inference import predict
-        from PIL import Image
+    def box_masks(self, boxes: np.ndarray) -> np.ndarray:
+        """One SAM mask per xyxy pixel box [n,4] on the image set in ``self.sam`` → bool [n,H,W]."""
+        h, w = self.sam.original_size
+        out = [np.zeros((0, h, w), dtype=bool)]
+        for start in range(0, len(boxes), BOX_BATCH):
+            chunk = torch.as_tensor(boxes[start:start + BOX_BATCH], device=self.device)
+            prompts = self.sam.transform.apply_boxes_torch(chunk, (h, w))
+            masks, _, _ = self.sam.predict_torch(None, None, boxes=prompts, multimask_output=False)
+            out.append(masks[:, 0].cpu().numpy())
+        return np.concatenate(out)
 
-        transform = T.Compose([T.RandomResize([800], max_size=1333), T.ToTensor(),
-                               T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
-        tensor, _ = transform(Image.fromarray(rgb), None)
-        boxes, _, phrases = predict(self.dino, tensor, caption_of(self.cfg.prompt), self.cfg.box_threshold,
-                                    self.cfg.text_threshold, device=self.device)
-        h, w = rgb.shape[:2]
-        cx, cy, bw, bh = boxes.unbind(1)
-        xyxy = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1) * torch.tensor([w, h, w, h])
-        return xyxy.numpy(), phrases
+    def grounding(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(``grounding_mask`` uint8 [H,W], ``grounding_background`` bool [H,W]) of ``rgb``, which
+        must be the image set in ``self.sam``."""
+        from ad_pipeline.segmentation.grounding_dino import detect
+
+        boxes, phrases = detect(self.dino, rgb, caption_of(self.cfg.prompt), box_threshold=self.cfg.box_threshold,
+                                text_threshold=self.cfg.text_threshold, short_side=self.cfg.dino_image_size,
+                                max_boxes=self.cfg.max_boxes, device=self.device)
+        masks = self.box_masks(boxes)
+        is_background = np.array([is_background_phrase(p, self.cfg.background_prompt) for p in phrases], dtype=bool)
+        grounding = grounding_label_image(list(masks[~is_background]), rgb.shape[:2], combine=self.cfg.combine_filter)
+        return grounding, masks[is_background].any(axis=0)  # all False without background boxes
+
+    def corner_background(self, rgb: np.ndarray) -> np.ndarray:
+        """bool [H,W]: SAM's mask for the 8 corner points (all positive) on the image set in ``self.sam``."""
+        points = background_points(*rgb.shape[:2])
+        mask, _, _ = self.sam.predict(point_coords=points, point_labels=np.ones(len(points)), multimask_output=False)
+        return mask[0].astype(bool)
 
     def propose(self, image_path: Path) -> np.ndarray:
         rgb = np.asarray(load_rgb(image_path))
-        boxes, phrases = self.boxes(rgb)
-        if len(boxes) == 0:
-            return np.zeros(rgb.shape[:2], dtype=np.uint8)
         self.sam.set_image(rgb)
-        background_words = set(self.cfg.background_prompt.lower().replace(".", " ").split())
-        objects, background = [], np.zeros(rgb.shape[:2], dtype=bool)
-        for box, phrase in zip(boxes, phrases):
-            mask, _, _ = self.sam.predict(box=box, multimask_output=False)
-            if background_words & set(phrase.lower().split()):
-                background |= mask[0].astype(bool)
-            else:
-                objects.append(mask[0].astype(bool))
-        comps = [c for c in split_components(objects, min_area=self.cfg.min_component_px)
-                 if overlap_ratio(c, background) < 0.95]
-        if self.cfg.combine_filter:
-            comps = filter_by_combine(comps)
-        return paint_largest_first(comps, rgb.shape[:2])
+        grounding, grounding_background = self.grounding(rgb)
+        if self.generator is None:
+            return grounding_components(grounding, min_area=self.cfg.min_component_px)
+        background = self.corner_background(rgb)
+        raw = [record["segmentation"] for record in self.generator.generate(rgb)]
+        return refine_automatic_masks(raw, grounding=grounding, background=background,
+                                      grounding_background=grounding_background,
+                                      use_grounding_filter=self.cfg.use_grounding_filter,
+                                      min_area=self.cfg.min_component_px)

@@ -133,15 +133,19 @@ def _load_pngs(folder: Path, n: int) -> list[np.ndarray]:
 
 
 def build_proposer(cfg: PseudoLabelConfig, *, grounded=None, weights_dir: Path | None = None,
-                   device: str = "cpu") -> MaskProposer:
-    """The proposer named by ``cfg.proposer``; ``grounded`` is a ``GroundedSamConfig`` (its defaults if None)."""
+                   pretrained: str = "true", device: str = "cpu", seed: int = 0) -> MaskProposer:
+    """The proposer named by ``cfg.proposer``; ``grounded`` is a ``GroundedSamConfig`` (its defaults if None).
+
+    ``pretrained``/``seed`` apply to Grounded-SAM only ("auto"/"false" allow seeded random init).
+    """
     if cfg.proposer == "part_labels":
         return PartLabelProposer(cfg.min_component_px)
     if cfg.proposer == "color":
         return ColorComponentsProposer(cfg.color_levels, cfg.min_component_px)
     from ad_pipeline.segmentation.grounded_sam import GroundedSamConfig, GroundedSamProposer
 
-    return GroundedSamProposer(grounded or GroundedSamConfig(), weights_dir=weights_dir, device=device)
+    return GroundedSamProposer(grounded or GroundedSamConfig(), weights_dir=weights_dir, pretrained=pretrained,
+                               device=device, seed=seed)
 
 
 def build_descriptor(cfg: PseudoLabelConfig, *, pretrained: str = "auto", weights_dir: Path | None = None,
