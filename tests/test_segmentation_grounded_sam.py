@@ -255,3 +255,28 @@ def test_random_init_pseudo_labels_end_to_end(offline, tmp_path):
     labels = generate_pseudo_labels(paths, proposer, descriptor, labels_cfg, progress=False)
     assert [m.shape for m in labels.label_maps] == [(192, 256)] * 2
     assert all(m.dtype == np.uint8 for m in labels.label_maps) and np.isfinite(labels.histograms).all()
+
+
+def test_real_weights_path_loads_local_files(offline, tmp_path):
+    """The pretrained path end to end on stand-in files of the documented layout: a (small) BERT
+    folder with its tokenizer, a GroundingDINO checkpoint {"model": state} and a SAM-HQ state dict."""
+    from ad_pipeline.backbones.weights import seeded
+    from ad_pipeline.segmentation.grounding_dino import GroundingDinoBert, build_grounding_dino, local_tokenizer
+    from segment_anything_hq import sam_model_registry
+    from transformers import BertConfig
+
+    cfg = GroundedSamConfig(**TINY)
+    bert_dir = tmp_path / "bert-base-uncased"
+    with seeded(3):
+        small = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+        GroundingDinoBert(small).save_pretrained(bert_dir)
+        local_tokenizer(cfg.prompt).save_pretrained(bert_dir)
+        torch.save({"model": {}}, tmp_path / "empty.pth")
+        source = build_grounding_dino(checkpoint=tmp_path / "empty.pth", bert_dir=bert_dir, vocabulary="")
+        sam = sam_model_registry["vit_tiny"](checkpoint=None)
+    torch.save({"model": source.state_dict()}, tmp_path / "groundingdino_swint_ogc.pth")
+    torch.save(sam.state_dict(), tmp_path / "sam_hq_vit_tiny.pth")
+    proposer = GroundedSamProposer(cfg, weights_dir=tmp_path, pretrained="true", seed=0)
+    assert proposer.weights == "pretrained" and proposer.dino.bert.config.hidden_size == 32
+    for a, b in ((source, proposer.dino), (sam, proposer.sam.model)):
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

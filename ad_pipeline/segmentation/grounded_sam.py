@@ -30,7 +30,12 @@ BERT from a local ``BertConfig()``, a tokenizer over the prompt words, see
 ``proposer.weights == "random-init"`` (the stage writes it to meta.json). Random weights
 propose meaningless masks: the mode exists so the stage runs end to end offline.
 
-CPU cost, one image, 1 thread: see ``bench/grounded_sam.py`` (reported in the module's commit).
+CPU cost on a 1600×1100 image, one thread (``bench/grounded_sam.py``, 2-core shared machine):
+GroundingDINO build 2 s, detection at 800 px 28 s; SAM-HQ image encoding vit_tiny 2.7 s /
+vit_h 125 s, decoding ~7 s per 16 box or point prompts. So the ``no_sam`` path costs ~40 s
+(vit_tiny) / ~160 s (vit_h) per image with 16 boxes, and the automatic path with the paper's
+settings (5 crops × 32² points) ~40–50 min per image: it is meant for a GPU. ``max_boxes``
+bounds the box count (random-init GroundingDINO passes almost all 900 queries).
 """
 
 from __future__ import annotations
