@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ad_pipeline.errors import ArtifactError
 from ad_pipeline.methods.base import RunContext
 from ad_pipeline.fusion import trimmed_zscore
 from ad_pipeline.methods.csad.method import trimmed
@@ -155,3 +156,11 @@ def test_csad_export_matches_library_scores_and_onnx(tmp_path):
     score, _ = CSADInference(method)(load_batch(val, 128))
     np.testing.assert_allclose(score.detach().numpy(), method.score(val).scores, atol=1e-3)
     assert export_csad(method, tmp_path / "csad.onnx", val) < 1e-3
+
+
+def test_fit_segmentor_refuses_labels_without_a_part_class(tmp_path):
+    train = [tmp_path / f"{i}.png" for i in range(2)]
+    background = [np.zeros((8, 8), np.uint8)] * 2
+    pseudo = PseudoLabels([str(p) for p in train], background, np.zeros((2, 0), np.float32), np.arange(2))
+    with pytest.raises(ArtifactError, match="no part class"):
+        fit_segmentor(train, pseudo, CSADConfig(), RunContext(progress=False))

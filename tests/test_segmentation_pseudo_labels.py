@@ -181,6 +181,11 @@ def test_filter_histograms_drops_rare_classes_and_picks_nearest_half():
     assert set(res.good_indices) == set(np.argsort(dist, kind="stable")[:10])
 
 
+def test_filter_histograms_without_any_cluster_keeps_nothing_and_all_images():
+    res = filter_histograms(np.zeros((5, 0)))
+    assert res.kept_classes.tolist() == [] and res.good_indices.tolist() == [0, 1, 2, 3, 4]
+
+
 def test_relabel_maps_kept_clusters():
     cmap = np.array([[0, 1, 2, 3]], np.uint8)
     assert relabel(cmap, np.array([3, 1])).tolist() == [[0, 2, 0, 1]]

@@ -173,9 +173,12 @@ def filter_histograms(hists: np.ndarray, *, min_cluster_frac: float = 0.1, min_c
 
     ``hists`` [N, n_clusters]. Good images: per histogram cluster, the ``topk_ratio`` share
     of ALL images nearest (L∞, on kept classes) to the cluster's mean histogram; only the
-    dominant cluster's list if ``largest_only`` (``filter_hist``), else the union.
+    dominant cluster's list if ``largest_only`` (``filter_hist``), else the union. With no
+    clusters at all (no component survived) nothing is kept and every image counts as good.
     """
     n = len(hists)
+    if hists.shape[1] == 0:
+        return HistogramFilter(np.zeros(0, np.int64), np.arange(n, dtype=np.int64), np.full(n, -1), -1, 0)
     labels, used = hdbscan_with_retry(hists, int(min_cluster_frac * n))
     cluster_ids, sizes = np.unique(labels[labels >= 0], return_counts=True)
     largest = int(cluster_ids[np.argmax(sizes)])

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,8 @@ from ad_pipeline.segmentation.clustering import (
     relabel,
 )
 from ad_pipeline.segmentation.proposers import ColorComponentsProposer, MaskProposer, PartLabelProposer
+
+log = logging.getLogger(__name__)
 
 
 class PseudoLabelConfig(BaseModel):
@@ -200,6 +203,9 @@ def generate_pseudo_labels(paths: Sequence[Path], proposer, descriptor: Componen
     filt = filter_histograms(hists, min_cluster_frac=cfg.min_cluster_frac, min_class_area=cfg.min_class_area,
                              topk_ratio=cfg.topk_ratio, largest_only=cfg.filter_hist)
     label_maps = [relabel(c, filt.kept_classes) for c in cluster_maps]
+    if not len(filt.kept_classes):
+        log.warning("pseudo-labels: no part class survived (%d components proposed); every label map is "
+                    "background and the segmentor cannot be trained on them", len(desc))
     n_comp = np.bincount(owner_arr, minlength=n)
     info = {
         "n_components": int(len(desc)),

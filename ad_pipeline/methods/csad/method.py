@@ -99,6 +99,12 @@ def fit_segmentor(train: Sequence[Path], labels: PseudoLabels, cfg: CSADConfig, 
     """Train the segmentor head on ``labels`` (made for exactly ``train``) with ``cfg.augment`` on the
     supervised batches; returns (model, history)."""
     labels.check_paths(train)
+    if labels.num_classes < 2:
+        raise ArtifactError("the pseudo-labels have no part class (every label map is background): the mask "
+                            "proposer found no component that survived clustering",
+                            fix="check pseudo_labels/<category>/preview.png and meta.json; with random-init "
+                                "Grounded-SAM weights (no files in weights_dir) no part is found — put the weight "
+                                "files there or use the 'part_labels' / 'color' proposer")
     seed_everything(ctx.seed)
     augment = build_augment(labels, cfg)
     encoder = encoder or _encoder(cfg, ctx)
