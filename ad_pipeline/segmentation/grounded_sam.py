@@ -28,7 +28,9 @@ Weights, looked up in ``weights_dir`` (nothing is ever downloaded):
 BERT from a local ``BertConfig()``, a tokenizer over the prompt words, see
 ``grounding_dino.py``), is seeded (same seed → same model), and is recorded as
 ``proposer.weights == "random-init"`` (the stage writes it to meta.json). Random weights
-propose meaningless masks: the mode exists so the stage runs end to end offline.
+propose meaningless masks (SAM's are pixel noise, so no component survives): the stage still
+runs end to end offline and writes all-background label maps with a warning, and the
+``segmentor`` stage then refuses them with the fix (place the weight files).
 
 CPU cost on a 1600×1100 image, one thread (``bench/grounded_sam.py``, 2-core shared machine):
 GroundingDINO build 2 s, detection at 800 px 28 s; SAM-HQ image encoding vit_tiny 2.7 s /
