@@ -16,7 +16,7 @@ from ad_pipeline.methods.csad.method import CSAD, CSADConfig, fit_segmentor, sav
 from ad_pipeline.methods.csad.patch_hist import Mahalanobis, PatchHistogramModel, class_histograms
 from ad_pipeline.segmentation.pseudo_labels import PseudoLabels
 from ad_pipeline.segmentation.train import SegTrainConfig
-from test_segmentation_fakes import TinyEncoder, single_thread  # noqa: F401 (autouse fixture)
+from test_segmentation_fakes import TinyEncoder
 
 
 def test_class_histograms_exact_and_quadrant_order():

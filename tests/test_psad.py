@@ -21,7 +21,6 @@ from ad_pipeline.methods.psad.method import (
 )
 from ad_pipeline.methods.psad.scaling import Standardizer, adaptive_scale, nearest_distances, nearest_other_distances
 from ad_pipeline.segmentation.train import PSAD_FEWSHOT, SegTrainConfig
-from test_segmentation_fakes import single_thread  # noqa: F401 (autouse fixture)
 
 
 def test_histogram_features_are_raw_counts():

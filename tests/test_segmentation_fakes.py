@@ -3,7 +3,6 @@ segmentation / CSAD / PSAD tests so training loops stay fast on a loaded CPU. No
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 
@@ -27,13 +26,3 @@ class TinyEncoder(nn.Module):
             x = stage(x)
             out[name] = x
         return {name: out[name] for name in layers}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors on a shared 2-core machine: one intra-op thread is ~20× faster than two
-    (OpenMP threads spin against other processes). Restored after the module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

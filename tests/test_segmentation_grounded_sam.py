@@ -32,7 +32,6 @@ from ad_pipeline.segmentation.mask_refinement import (
     refine_automatic_masks,
 )
 from ad_pipeline.segmentation.pseudo_labels import PseudoLabelConfig, generate_pseudo_labels
-from test_segmentation_fakes import single_thread  # noqa: F401 (autouse fixture)
 
 HF_CACHE = Path("~/.cache/huggingface").expanduser()
 

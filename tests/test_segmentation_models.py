@@ -9,7 +9,7 @@ import torch
 from ad_pipeline.backbones import build_backbone
 from ad_pipeline.segmentation.models import CoordSegmenter, FrozenEncoderSegmentor, coordinate_maps
 from ad_pipeline.segmentation.train import PSAD_FEWSHOT, SegTrainConfig, predict_labels, train_segmentation
-from test_segmentation_fakes import TinyEncoder, single_thread  # noqa: F401 (autouse fixture)
+from test_segmentation_fakes import TinyEncoder
 
 
 @pytest.fixture(scope="module")

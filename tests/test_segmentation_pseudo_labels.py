@@ -28,7 +28,6 @@ from ad_pipeline.segmentation.proposers import (
     split_components,
 )
 from ad_pipeline.segmentation.pseudo_labels import PseudoLabelConfig, PseudoLabels, generate_pseudo_labels
-from test_segmentation_fakes import single_thread  # noqa: F401 (autouse fixture)
 
 
 def box(shape, y0, y1, x0, x1):
