@@ -14,6 +14,7 @@ from ad_pipeline.segmentation.clustering import (
     area_histograms,
     cluster_components,
     component_crop,
+    fill_class_holes,
     filter_histograms,
     matched_miou,
     relabel,
@@ -183,6 +184,18 @@ def test_filter_histograms_drops_rare_classes_and_picks_nearest_half():
 def test_filter_histograms_without_any_cluster_keeps_nothing_and_all_images():
     res = filter_histograms(np.zeros((5, 0)))
     assert res.kept_classes.tolist() == [] and res.good_indices.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_fill_class_holes_fills_drops_small_classes_and_keeps_inner_parts():
+    label = np.zeros((30, 30), np.uint8)
+    label[2:22, 2:22] = 1
+    label[5:19, 5:19] = 0  # a 14x14 hole in a ring of 204 px
+    label[7:18, 7:18] = 3  # a 121 px part inside the hole
+    label[25:28, 25:28] = 2  # 9 px <= 100: dropped
+    expected = np.zeros((30, 30), np.uint8)
+    expected[2:22, 2:22] = 1
+    expected[7:18, 7:18] = 3
+    np.testing.assert_array_equal(fill_class_holes(label), expected)
 
 
 def test_relabel_maps_kept_clusters():

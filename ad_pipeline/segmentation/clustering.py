@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.ndimage import binary_fill_holes
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import HDBSCAN, MeanShift
 from torch import nn
@@ -198,6 +199,22 @@ def relabel(cluster_map: np.ndarray, kept_classes: np.ndarray) -> np.ndarray:
     lut = np.zeros(max(int(cluster_map.max()), int(kept_classes.max(initial=0))) + 1, dtype=np.uint8)
     lut[kept_classes] = np.arange(1, len(kept_classes) + 1, dtype=np.uint8)
     return lut[cluster_map]
+
+
+def fill_class_holes(label_map: np.ndarray, *, min_px: int = 100) -> np.ndarray:
+    """CSAD's ``fill_holes`` (csad.md §2.2) on a class map uint8 [H,W] → uint8 [H,W].
+
+    Classes of at most ``min_px`` pixels become background; every other class region gets its
+    holes filled, and the filled regions are painted largest first, so a part lying inside a
+    larger one (e.g. fruit in a container) stays on top. Class ids are kept (the reference
+    renumbers them by area per image, which permutes ids between images).
+    """
+    regions = [(c, binary_fill_holes(label_map == c)) for c in np.unique(label_map) if c != 0]
+    regions = [(c, m) for c, m in regions if (label_map == c).sum() > min_px]
+    out = np.zeros_like(label_map)
+    for c, mask in sorted(regions, key=lambda cm: -int(cm[1].sum())):
+        out[mask] = c
+    return out
 
 
 def matched_miou(pred_maps: Sequence[np.ndarray], true_maps: Sequence[np.ndarray]) -> float:

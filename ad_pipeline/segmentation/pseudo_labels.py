@@ -28,6 +28,7 @@ from ad_pipeline.segmentation.clustering import (
     cluster_components,
     component_crop,
     describe_components,
+    fill_class_holes,
     filter_histograms,
     relabel,
 )
@@ -57,6 +58,7 @@ class PseudoLabelConfig(BaseModel):
     min_class_area: float = 0.001
     topk_ratio: float = 0.5
     filter_hist: bool = True
+    fill_holes: bool = False  # fill holes of each class region of the final labels (breakfast_box, juice_bottle)
 
 
 @dataclass
@@ -203,6 +205,8 @@ def generate_pseudo_labels(paths: Sequence[Path], proposer, descriptor: Componen
     filt = filter_histograms(hists, min_cluster_frac=cfg.min_cluster_frac, min_class_area=cfg.min_class_area,
                              topk_ratio=cfg.topk_ratio, largest_only=cfg.filter_hist)
     label_maps = [relabel(c, filt.kept_classes) for c in cluster_maps]
+    if cfg.fill_holes:
+        label_maps = [fill_class_holes(m) for m in label_maps]
     if not len(filt.kept_classes):
         log.warning("pseudo-labels: no part class survived (%d components proposed); every label map is "
                     "background and the segmentor cannot be trained on them", len(desc))
