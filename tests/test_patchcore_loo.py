@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from ad_pipeline.errors import UserError
 from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.patchcore import PatchCore, PatchCoreConfig
 from ad_pipeline.methods.patchcore.coreset import greedy_coreset
 from ad_pipeline.methods.patchcore.knn import nearest_sq_distances_excluding
+from tests.helpers import write_random_images
 
 CTX = RunContext(seed=0, pretrained="false", progress=False)
 
@@ -23,13 +23,7 @@ def tiny(**extra) -> PatchCoreConfig:
 
 @pytest.fixture(scope="module")
 def train_images(tmp_path_factory):
-    root = tmp_path_factory.mktemp("loo")
-    rng = np.random.default_rng(7)
-    paths = []
-    for i in range(7):
-        paths.append(root / f"{i}.png")
-        Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(paths[-1])
-    return paths
+    return write_random_images(tmp_path_factory.mktemp("loo"), 7, 48, seed=7)
 
 
 def test_excluding_knn_hand_computed():

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from ad_pipeline.backbones.features import load_images
 from ad_pipeline.errors import UserError
 from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.patchcore import PatchCore, PatchCoreConfig
+from tests.helpers import write_random_images
 
 CTX = RunContext(seed=0, pretrained="false", progress=False)
 
@@ -22,13 +22,7 @@ def tiny(backbone: str, size: int, **extra) -> PatchCoreConfig:
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vit_images")
-    rng = np.random.default_rng(3)
-    paths = []
-    for i in range(6):
-        paths.append(root / f"{i}.png")
-        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(paths[-1])
-    return paths
+    return write_random_images(tmp_path_factory.mktemp("vit_images"), 6, (40, 48), seed=3)
 
 
 def test_dinov2_patchcore_fits_scores_and_is_deterministic(images):
