@@ -91,6 +91,12 @@ def save_npy(path: str | Path, array: np.ndarray) -> None:
             np.save(f, array, allow_pickle=False)
 
 
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes (read in chunks)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def sha256_of(items: list[str]) -> str:
     h = hashlib.sha256()
     for it in items:
@@ -99,26 +105,38 @@ def sha256_of(items: list[str]) -> str:
     return h.hexdigest()
 
 
-def write_scores(out_dir: str | Path, split: str, fingerprint: str, scores: np.ndarray, maps: np.ndarray | None) -> None:
+def _non_finite(what: str, values: np.ndarray, path: Path, writer: str | None, fix: str) -> None:
+    """ArtifactError naming the file, the stage that wrote it and the first bad rows, if any value
+    of ``values`` ([N] or [N,h,w]) is NaN/inf."""
+    finite = np.isfinite(values).reshape(len(values), -1).all(axis=1)
+    if not finite.all():
+        rows = np.flatnonzero(~finite)
+        raise ArtifactError(f"{what} hold NaN/inf in {len(rows)} row(s) (first: {rows[:5].tolist()}); "
+                            f"written by {writer or 'an unknown stage'}", path=path, fix=fix)
+
+
+def write_scores(out_dir: str | Path, split: str, fingerprint: str, scores: np.ndarray, maps: np.ndarray | None,
+                 *, writer: str | None = None) -> None:
     """Write ``<split>_scores.npy`` (float32 [N]), ``<split>_maps.npy`` (float16 [N,h,w], divided by
     the power-of-two ``map_scale`` recorded in the index when needed) and ``<split>_index.json``
-    recording the manifest fingerprint the rows follow."""
+    recording the manifest fingerprint the rows follow and ``writer`` (the stage, e.g.
+    ``patchcore@mvtec_ad``). NaN/inf scores or maps are an ArtifactError: nothing is written."""
     scores = np.asarray(scores, dtype=np.float32)
     if scores.ndim != 1:
         raise ValueError(f"scores must be 1-D [N], got shape {scores.shape}")
-    if not np.all(np.isfinite(scores)):
-        bad = np.flatnonzero(~np.isfinite(scores))[:5].tolist()
-        raise ValueError(f"{split} scores contain NaN/inf at rows {bad}: refusing to write garbage scores")
     out_dir = Path(out_dir)
-    index = {"split": split, "n": int(scores.shape[0]), "fingerprint": fingerprint, "map_shape": None,
-             "map_scale": 1.0}
-    save_npy(out_dir / f"{split}_scores.npy", scores)
+    fix = (f"{writer or 'the method'} diverged or read broken inputs: check its params (e.g. learning rate, "
+           "steps) and the images of these rows, then re-run it")
+    _non_finite(f"{split} scores", scores, out_dir / f"{split}_scores.npy", writer, fix)
     if maps is not None:
         maps = np.asarray(maps)
         if maps.ndim != 3 or maps.shape[0] != scores.shape[0]:
             raise ValueError(f"maps must be [N,h,w] with N={scores.shape[0]}, got {maps.shape}")
-        if not np.all(np.isfinite(maps)):
-            raise ValueError(f"{split} maps contain NaN/inf: refusing to write garbage maps")
+        _non_finite(f"{split} maps", maps, out_dir / f"{split}_maps.npy", writer, fix)
+    index = {"split": split, "n": int(scores.shape[0]), "fingerprint": fingerprint, "writer": writer,
+             "map_shape": None, "map_scale": 1.0}
+    save_npy(out_dir / f"{split}_scores.npy", scores)
+    if maps is not None:
         scale = float16_scale(maps)
         save_npy(out_dir / f"{split}_maps.npy", (maps / scale).astype(np.float16))
         index["map_shape"] = list(maps.shape[1:])
@@ -140,7 +158,8 @@ def read_scores(dump_dir: str | Path, split: str, fingerprint: str, *, with_maps
     """Read a dump written by :func:`write_scores`, checking it belongs to the current manifest.
 
     Raises ArtifactError if the dump is missing, was written for another (stale or reordered)
-    manifest, or its arrays disagree with the index.
+    manifest (the manifest fingerprint covers the images' bytes), its arrays disagree with the
+    index, or hold NaN/inf (naming the file and the stage that wrote it).
     """
     dump_dir = Path(dump_dir)
     index_path = dump_dir / f"{split}_index.json"
@@ -162,6 +181,11 @@ def read_scores(dump_dir: str | Path, split: str, fingerprint: str, *, with_maps
     if scores.shape[0] != index["n"] or (maps is not None and maps.shape[0] != index["n"]):
         raise ArtifactError(f"{split} dump arrays do not match its index ({index['n']} rows)", path=dump_dir,
                             fix="re-run the method's stage")
+    writer = index.get("writer")
+    fix = f"re-run it (`dvc repro -f {writer}`) after fixing its cause" if writer else "re-run the method's stage"
+    _non_finite(f"{split} scores", scores, dump_dir / f"{split}_scores.npy", writer, fix)
+    if maps is not None:
+        _non_finite(f"{split} maps", maps, dump_dir / f"{split}_maps.npy", writer, fix)
     return scores, maps
 
 

@@ -28,6 +28,14 @@ def _global(
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
 
 
+@app.command("check-params")
+def check_params() -> None:
+    """Validate params.yaml (the first DVC stage: every other stage depends on it)."""
+    from stages import check_params as stage
+
+    stage.run()
+
+
 @app.command()
 def synthesize() -> None:
     """Write the embedded synthetic datasets (deterministic from `seed`)."""
@@ -133,11 +141,12 @@ def fuse(dataset: str) -> None:
 
 
 @app.command()
-def summarize(out: Path = typer.Option(Path("metrics.json"), help="summary file")) -> None:
-    """Write the top-level metrics.json from the per-dataset metrics."""
+def summarize(out: Path = typer.Option(Path("metrics.json"), help="summary file (the CI gate's)"),
+              headline: Path = typer.Option(Path("headline.json"), help="headline numbers (dvc exp show)")) -> None:
+    """Write the top-level metrics.json and headline.json from the per-dataset metrics."""
     from stages import summarize as stage
 
-    stage.run(out)
+    stage.run(out, headline)
 
 
 @app.command()

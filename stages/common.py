@@ -8,7 +8,7 @@ from typing import Any
 
 from ad_pipeline.data.manifest import Manifest
 from ad_pipeline.errors import ArtifactError
-from ad_pipeline.io import params_hash, read_json, write_json
+from ad_pipeline.io import atomic_dir, params_hash, read_json, write_json
 from ad_pipeline.meta import library_versions
 from ad_pipeline.methods.base import RunContext
 from stages.options import OPTIONS
@@ -16,6 +16,7 @@ from stages.params import BaseParams, load_params
 
 ARTIFACTS = Path("artifacts")
 METRICS_DIR = Path("metrics")
+ABSENT_FILE = "ABSENT.json"  # the only file of a stage output for a dataset whose data are absent
 log = logging.getLogger("ad_pipeline")
 
 
@@ -27,19 +28,58 @@ def manifest_dir(dataset: str) -> Path:
     return ARTIFACTS / dataset / "manifest"
 
 
+def ground_truth_dir(dataset: str) -> Path:
+    """``artifacts/<dataset>/ground_truth``: prepare@'s sha256 of the masks, per category."""
+    return ARTIFACTS / dataset / "ground_truth"
+
+
 def method_dir(dataset: str, method: str) -> Path:
     """``artifacts/<dataset>/<method>``; fused results live apart in ``artifacts/fusion/<dataset>``
     because the fuse stage depends on the whole ``artifacts/<dataset>`` directory."""
     return ARTIFACTS / "fusion" / dataset if method == "fused" else ARTIFACTS / dataset / method
 
 
-def load_manifests(dataset: str) -> list[Manifest]:
-    """The manifests written by ``prepare@<dataset>``, in category order."""
+def _index(dataset: str) -> dict:
     index_path = manifest_dir(dataset) / "index.json"
     if not index_path.exists():
         raise ArtifactError(f"no manifests for dataset {dataset!r}", path=manifest_dir(dataset),
                             fix=f"run `dvc repro prepare@{dataset}` first")
-    index = read_json(index_path)
+    return read_json(index_path)
+
+
+def dataset_absent(dataset: str) -> str | None:
+    """What is missing and where to put it when ``prepare@<dataset>`` found no data, else None."""
+    index = _index(dataset)
+    return index.get("missing", "data absent") if index.get("absent") else None
+
+
+def warn_absent(stage: str, dataset: str, missing: str) -> None:
+    """The loud multi-line warning every stage logs for a dataset whose data are absent."""
+    bar = "!" * 78
+    log.warning("%s\nWARNING %s: dataset %r is ABSENT, nothing computed (no results for it).\n"
+                "  missing: %s\n  then re-run `dvc repro` (or `dvc exp run`).\n%s",
+                bar, stage, dataset, missing.replace("\n", "\n    "), bar)
+
+
+def skip_absent(stage: str, dataset: str, out_dirs: Path | list[Path]) -> bool:
+    """For a stage on an absent dataset: warn, write each output dir holding only ``ABSENT.json``
+    ({"absent": true, "missing": …}) and return True; return False when the data are there."""
+    missing = dataset_absent(dataset)
+    if missing is None:
+        return False
+    warn_absent(stage, dataset, missing)
+    for out_dir in [out_dirs] if isinstance(out_dirs, Path) else out_dirs:
+        with atomic_dir(out_dir) as out:
+            write_json(out / ABSENT_FILE, {"absent": True, "dataset": dataset, "missing": missing})
+    return True
+
+
+def load_manifests(dataset: str) -> list[Manifest]:
+    """The manifests written by ``prepare@<dataset>``, in category order."""
+    index = _index(dataset)
+    if index.get("absent"):
+        raise ArtifactError(f"dataset {dataset!r} is absent: prepare@{dataset} found no data",
+                            path=manifest_dir(dataset), fix=index.get("missing"))
     return [Manifest.load(manifest_dir(dataset) / f"{cat}.json") for cat in index["categories"]]
 
 

@@ -12,7 +12,7 @@ from ad_pipeline.io import atomic_dir
 from ad_pipeline.meta import measured
 from ad_pipeline.methods.efficientad import obtain_teacher, save_teacher
 from ad_pipeline.seed import seed_everything
-from stages.common import ARTIFACTS, load_manifests, params, run_context, write_meta
+from stages.common import ARTIFACTS, dataset_absent, load_manifests, params, run_context, write_meta
 
 OUT = ARTIFACTS / "efficientad_teacher"
 
@@ -21,8 +21,8 @@ def run() -> None:
     p = params()
     cfg = p.efficientad_teacher
     datasets = p.efficientad.datasets
-    fallback = [path for ds in datasets for m in load_manifests(ds) for path in m.paths("train")] \
-        if cfg.pretrain_images is None else []
+    fallback = [path for ds in datasets if dataset_absent(ds) is None
+                for m in load_manifests(ds) for path in m.paths("train")] if cfg.pretrain_images is None else []
     ctx = run_context(p, datasets[0] if datasets else next(iter(p.datasets)))
     seed_everything(p.seed)
     with atomic_dir(OUT) as out, measured() as timing:

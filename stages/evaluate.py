@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ad_pipeline.io import atomic_path, read_json, read_scores, write_json
+from ad_pipeline.io import atomic_path, file_digest, read_json, read_scores, sha256_of, write_json
 from ad_pipeline.metrics.evaluate import evaluate_category, mean_over_categories
-from stages.common import METRICS_DIR, load_manifests, log, method_dir, params
+from stages.common import (METRICS_DIR, dataset_absent, ground_truth_dir, load_manifests, log, manifest_dir,
+                           method_dir, params, warn_absent)
 
 
 def method_weights(dump_root: Path, categories: list[str]) -> str:
@@ -22,10 +23,15 @@ def method_weights(dump_root: Path, categories: list[str]) -> str:
 
 def run(dataset: str) -> None:
     p = params()
+    missing = dataset_absent(dataset)
+    if missing is not None:
+        warn_absent(f"evaluate@{dataset}", dataset, missing)
+        write_metrics(dataset, {"dataset": dataset, "absent": True, "missing": missing}, absent_markdown(dataset, missing))
+        return
     manifests = load_manifests(dataset)
     categories = [m.category for m in manifests]
     result: dict = {"dataset": dataset, "format": p.datasets[dataset].format,
-                    "published": p.datasets[dataset].published, "methods": {}}
+                    "published": p.datasets[dataset].published, "inputs": prepared_digest(dataset), "methods": {}}
     for method in p.methods_for(dataset):
         root = method_dir(dataset, method)
         per_cat = {}
@@ -35,13 +41,37 @@ def run(dataset: str) -> None:
                 manifest, scores, maps, aupro_limit=p.evaluate.aupro_limit, spro_limits=tuple(p.evaluate.spro_limits))
         result["methods"][method] = {
             "weights": method_weights(root, categories),
+            "inputs": dumps_digest(root, categories),
             "mean": mean_over_categories(per_cat),
             "categories": per_cat,
         }
         log.info("evaluate@%s: %s %s", dataset, method, result["methods"][method]["mean"])
+    write_metrics(dataset, result, markdown_table(result))
+
+
+def prepared_digest(dataset: str) -> str:
+    """sha256 over prepare@'s outputs (manifests: image bytes; ground_truth: mask bytes)."""
+    files = sorted(p for d in (manifest_dir(dataset), ground_truth_dir(dataset)) for p in d.glob("*.json"))
+    return sha256_of([f"{p.parent.name}/{p.name}:{file_digest(p)}" for p in files])
+
+
+def dumps_digest(root: Path, categories: list[str]) -> str:
+    """sha256 over the test dump files evaluated: it changes whenever a dump does, so stages that
+    depend on ``metrics/`` (summarize, report) re-run even when the metric values do not."""
+    return sha256_of([f"{c}/{p.name}:{file_digest(p)}" for c in categories
+                      for p in sorted((root / c).glob("test_*"))])
+
+
+def write_metrics(dataset: str, result: dict, markdown: str) -> None:
     write_json(METRICS_DIR / f"{dataset}.json", result)
     with atomic_path(METRICS_DIR / f"{dataset}.md") as tmp:
-        tmp.write_text(markdown_table(result))
+        tmp.write_text(markdown)
+
+
+def absent_markdown(dataset: str, missing: str) -> str:
+    return (f"# {dataset}: DATA ABSENT\n\nNo results: `prepare@{dataset}` found no data.\n\n"
+            f"What is missing and where to put it:\n\n```\n{missing}\n```\n\n"
+            "Then re-run `dvc repro` (or `dvc exp run`).\n")
 
 
 def markdown_table(result: dict) -> str:

@@ -15,7 +15,7 @@ from ad_pipeline.errors import UserError
 from ad_pipeline.export import export_efficientad, onnx_session
 from ad_pipeline.io import atomic_dir, read_json, write_json
 from ad_pipeline.methods.registry import get_method
-from stages.common import ARTIFACTS, load_manifests, method_dir, params, run_context
+from stages.common import ARTIFACTS, load_manifests, method_dir, params, run_context, skip_absent
 from stages.run_method import method_config
 
 EXPORTABLE = ("efficientad", "csad")
@@ -64,6 +64,8 @@ def run(method: str, dataset: str) -> None:
     if method not in EXPORTABLE:
         raise UserError(f"no ONNX export for {method!r}", fix=f"exportable methods: {', '.join(EXPORTABLE)}")
     p = params()
+    if skip_absent(f"export_{method}@{dataset}", dataset, export_dir(dataset, method)):
+        return
     with atomic_dir(export_dir(dataset, method)) as out:
         report = {m.category: export_category(p, method, dataset, m, out) for m in load_manifests(dataset)}
         write_json(out / "export.json", report)

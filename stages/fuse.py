@@ -11,7 +11,7 @@ import numpy as np
 from ad_pipeline.errors import ArtifactError
 from ad_pipeline.fusion import fuse, resize_maps
 from ad_pipeline.io import atomic_dir, read_json, read_scores, write_json, write_scores
-from stages.common import load_manifests, method_dir, params
+from stages.common import load_manifests, method_dir, params, skip_absent
 
 MAX_MAP_VALUES = 1_000_000  # validation map pixels used to fit a map normalisation (seeded subsample)
 
@@ -19,6 +19,8 @@ MAX_MAP_VALUES = 1_000_000  # validation map pixels used to fit a map normalisat
 def run(dataset: str) -> None:
     p = params()
     cfg = p.fuse
+    if skip_absent(f"fuse@{dataset}", dataset, method_dir(dataset, "fused")):
+        return
     with atomic_dir(method_dir(dataset, "fused")) as out:
         if dataset not in cfg.datasets:
             (out / "NO_FUSION").write_text(f"fuse.datasets does not list {dataset}; nothing fused.\n")
@@ -37,7 +39,7 @@ def run(dataset: str) -> None:
                 val_maps = [_subsample(resize_maps(d["validation"][1], size), rng) for d in dumps.values()]
                 maps = fuse(test_maps, val_maps, cfg.normalization, cfg.weights)
             cat_dir = out / manifest.category
-            write_scores(cat_dir, "test", manifest.fingerprint("test"), scores, maps)
+            write_scores(cat_dir, "test", manifest.fingerprint("test"), scores, maps, writer=f"fuse@{dataset}")
             weights = {read_json(method_dir(dataset, m) / manifest.category / "meta.json").get("weights")
                        for m in cfg.methods}
             write_json(cat_dir / "meta.json", {

@@ -3,7 +3,8 @@
 An unknown or misspelt key is an error naming the key and suggesting the closest valid one;
 a wrong type names the key and the expected type. Method sections are each method's own
 ``Config`` (paper defaults) plus ``datasets`` (where the method runs) and an optional
-``backbone`` override of the top-level one.
+``backbone`` override of the top-level one (a non-null own backbone for methods that never
+follow the top-level one, such as MuSc).
 """
 
 from __future__ import annotations
@@ -160,7 +161,8 @@ def params_model() -> type[BaseParams]:
         config = method.Config
         extra: dict[str, Any] = {"datasets": (list[str], [])}
         if method.pluggable_backbone and "backbone" not in config.model_fields:
-            extra["backbone"] = (str | None, None)  # overrides the top-level backbone for this method
+            # overrides the top-level backbone for this method, or (own_backbone) replaces it
+            extra["backbone"] = (str, method.own_backbone) if method.own_backbone else (str | None, None)
         section = create_model(f"{config.__qualname__}Section_{name}", __base__=config, **extra)
         sections[name] = (section, section())
     return create_model("Params", __base__=BaseParams, **sections)

@@ -19,7 +19,7 @@ from ad_pipeline.io import atomic_dir
 from ad_pipeline.meta import measured
 from ad_pipeline.methods.psad.method import PSAD, fit_part_segmenter, save_part_segmenter
 from ad_pipeline.segmentation.proposers import part_label_path
-from stages.common import load_manifests, method_dir, params, run_context, write_meta
+from stages.common import load_manifests, method_dir, params, run_context, skip_absent, write_meta
 from stages.run_method import method_config
 
 
@@ -47,6 +47,8 @@ def pick_shots(manifest: Manifest, n_shots: int) -> list[Path]:
 
 def run(dataset: str) -> None:
     p = params()
+    if skip_absent(f"part_segmenter@{dataset}", dataset, method_dir(dataset, "part_segmenter")):
+        return
     base = method_config(p.psad, PSAD)
     with atomic_dir(method_dir(dataset, "part_segmenter")) as out:
         for manifest in load_manifests(dataset):

@@ -8,6 +8,7 @@ with the model) and ``summary.json``.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import matplotlib
@@ -24,6 +25,7 @@ from ad_pipeline.io import atomic_dir, read_json  # noqa: E402
 from ad_pipeline.methods.base import RunContext  # noqa: E402
 from ad_pipeline.methods.registry import get_method  # noqa: E402
 
+log = logging.getLogger("ad_pipeline")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
@@ -76,7 +78,10 @@ def run(method: str, model_dir: Path, inputs: list[Path], out: Path, device: str
     for p in paths:
         load_rgb(p)  # fail on unreadable files before any work
     threshold_file = model_dir / "threshold.json"
-    threshold = read_json(threshold_file)["score_threshold"] if threshold_file.exists() else None
+    decision = read_json(threshold_file) if threshold_file.exists() else {}
+    threshold = decision.get("score_threshold")
+    if decision.get("warning"):
+        log.warning("WARNING %s: %s", threshold_file, decision["warning"])
     result = model.score(paths)
     cmap = colormaps["jet"]
     with atomic_dir(out) as tmp:
@@ -97,6 +102,7 @@ def run(method: str, model_dir: Path, inputs: list[Path], out: Path, device: str
         (tmp / "predictions.jsonl").write_text("\n".join(lines) + "\n")
         flagged = sum(json.loads(line)["anomalous"] or 0 for line in lines)
         summary = {"method": method, "model_dir": str(model_dir), "images": len(paths), "threshold": threshold,
+                   "threshold_source": decision.get("source"), "threshold_warning": decision.get("warning"),
                    "flagged": flagged if threshold is not None else None, "weights": meta.get("weights")}
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

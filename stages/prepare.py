@@ -1,14 +1,22 @@
-"""Stage ``prepare@<dataset>``: validate the layout and write one manifest per category."""
+"""Stage ``prepare@<dataset>``: validate the layout and write one manifest per category.
+
+Writes ``artifacts/<dataset>/manifest/`` (``index.json`` + ``<category>.json``, content-addressed:
+see :mod:`ad_pipeline.data.manifest`) and ``artifacts/<dataset>/ground_truth/<category>.json``
+(the masks' sha256, apart so that a changed mask re-runs evaluation only). A dataset whose data
+were never put in place (root missing or holding only ``PUT_DATASET_HERE.md``) is not an error:
+the index says ``{"absent": true, "categories": [], "missing": "<what and where>"}``, a loud
+warning says what to download and where, and every downstream stage writes an ABSENT marker.
+"""
 
 from __future__ import annotations
 
 import difflib
 from pathlib import Path
 
-from ad_pipeline.data.layouts import build_manifest, list_categories
+from ad_pipeline.data.layouts import absent_dataset, build_manifest, list_categories
 from ad_pipeline.errors import LayoutError
 from ad_pipeline.io import atomic_dir, write_json
-from stages.common import OPTIONS, manifest_dir, params
+from stages.common import OPTIONS, ground_truth_dir, manifest_dir, params, warn_absent
 
 
 def run(dataset: str) -> None:
@@ -19,6 +27,15 @@ def run(dataset: str) -> None:
         raise LayoutError(f"no dataset {dataset!r} in params.yaml.{hint} Known: {', '.join(p.datasets)}")
     ds = p.datasets[dataset]
     root = Path(ds.root)
+    missing = absent_dataset(ds.format, root)
+    if missing is not None:
+        warn_absent(f"prepare@{dataset}", dataset, f"dataset root {root}: {missing}")
+        with atomic_dir(manifest_dir(dataset)) as out:
+            write_json(out / "index.json", {"dataset": dataset, "format": ds.format, "absent": True,
+                                            "categories": [], "missing": f"{root}: {missing}"})
+        with atomic_dir(ground_truth_dir(dataset)) as out:
+            (out / "ABSENT").write_text(f"{dataset}: data absent\n")
+        return
     available = list_categories(ds.format, root)
     categories = available if ds.categories == "all" else list(ds.categories)
     for cat in categories:
@@ -27,9 +44,12 @@ def run(dataset: str) -> None:
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise LayoutError(f"unknown category {cat!r}.{hint} Found: {', '.join(available)}", path=root,
                               fix=f"fix datasets.{dataset}.categories in params.yaml")
+    manifests = [build_manifest(dataset, ds.format, root, cat, val_fraction=ds.val_fraction, seed=p.seed,
+                                progress=not OPTIONS.quiet, require_masks=ds.require_masks) for cat in categories]
     with atomic_dir(manifest_dir(dataset)) as out:
-        for cat in categories:
-            manifest = build_manifest(dataset, ds.format, root, cat, val_fraction=ds.val_fraction, seed=p.seed,
-                                      progress=not OPTIONS.quiet, require_masks=ds.require_masks)
-            manifest.save(out / f"{cat}.json")
+        for manifest in manifests:
+            manifest.save(out / f"{manifest.category}.json")
         write_json(out / "index.json", {"dataset": dataset, "format": ds.format, "categories": categories})
+    with atomic_dir(ground_truth_dir(dataset)) as out:
+        for manifest in manifests:
+            write_json(out / f"{manifest.category}.json", manifest.mask_digests())

@@ -19,13 +19,15 @@ from ad_pipeline.seed import seed_everything
 from ad_pipeline.segmentation.clustering import matched_miou
 from ad_pipeline.segmentation.proposers import part_label_path
 from ad_pipeline.segmentation.pseudo_labels import build_descriptor, build_proposer, generate_pseudo_labels
-from stages.common import load_manifests, log, method_dir, params, run_context, write_meta
+from stages.common import load_manifests, log, method_dir, params, run_context, skip_absent, write_meta
 
 PREVIEW = 6  # images in the preview sheet
 
 
 def run(dataset: str) -> None:
     p = params()
+    if skip_absent(f"pseudo_labels@{dataset}", dataset, method_dir(dataset, "pseudo_labels")):
+        return
     cfg = p.pseudo_labels
     with atomic_dir(method_dir(dataset, "pseudo_labels")) as out:
         for manifest in load_manifests(dataset):

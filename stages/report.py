@@ -22,15 +22,17 @@ DISPLAY = 192  # overlay images are shown at this size (pixels, square)
 
 def run(out: Path = Path("report")) -> None:
     p = params()
-    results = [read_json(METRICS_DIR / f"{ds}.json") for ds in p.summary_datasets]
+    everything = [read_json(METRICS_DIR / f"{ds}.json") for ds in p.summary_datasets]
+    results = [r for r in everything if not r.get("absent")]
+    absent = {r["dataset"]: r["missing"] for r in everything if r.get("absent")}
     exports = {f"{path.parent.parent.name}/{path.parent.name}": read_json(path)
                for path in sorted((ARTIFACTS / "exports").glob("*/*/export.json"))}
     with atomic_dir(out) as tmp:
         (tmp / "img").mkdir()
         figures = {r["dataset"]: _figures(r, tmp, p.evaluate.aupro_limit) for r in results}
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        (tmp / "index.html").write_text(render_html(results, figures, stamp, exports))
-        (tmp / "results.md").write_text(render_markdown(results, exports))
+        (tmp / "index.html").write_text(render_html(results, figures, stamp, exports, absent))
+        (tmp / "results.md").write_text(render_markdown(results, exports, absent))
 
 
 def _figures(result: dict, out: Path, limit: float) -> dict[str, list[str]]:

@@ -18,7 +18,7 @@ from ad_pipeline.meta import measured
 from ad_pipeline.methods.base import AnomalyMethod
 from ad_pipeline.methods.registry import get_method
 from ad_pipeline.seed import seed_everything
-from stages.common import ARTIFACTS, load_manifests, log, method_dir, params, run_context, write_meta
+from stages.common import ARTIFACTS, load_manifests, log, method_dir, params, run_context, skip_absent, write_meta
 from stages.params import BaseParams
 
 # Upstream stages that are not per dataset/category.
@@ -33,11 +33,31 @@ def method_config(section, method_cls):
     return method_cls.Config(**{k: v for k, v in section.model_dump().items() if k in own})
 
 
-def decision_threshold(validation_scores: np.ndarray, quantile: float) -> dict:
-    """The image-score threshold used by ``predict``: a quantile of the NORMAL validation scores
-    (so about ``1 − quantile`` of normal images are flagged)."""
-    return {"score_threshold": float(np.quantile(validation_scores, quantile)), "quantile": quantile,
-            "n_validation": int(len(validation_scores))}
+MIN_THRESHOLD_IMAGES = 20  # fewer normal images than this make the threshold a guess: warn
+
+
+def decision_threshold(validation_scores: np.ndarray, quantile: float, *, holdout: bool = False,
+                       train_loo: np.ndarray | None = None) -> dict:
+    """The image-score threshold used by ``predict``: a quantile of NORMAL images' scores on images
+    the model did not fit (so about ``1 − quantile`` of normal images are flagged).
+
+    ``source`` says which: "validation" (the dataset's validation folder); "holdout" (train
+    images held out by ``val_fraction``, where the dataset has no validation folder); or
+    "holdout+train_loo" when the method also has leave-one-image-out train scores (PatchCore:
+    each train image scored without its own patches), which add every train image as an unseen
+    normal. Fewer than ``MIN_THRESHOLD_IMAGES`` scores add a ``warning`` (logged too).
+    """
+    scores, source = np.asarray(validation_scores), "holdout" if holdout else "validation"
+    if holdout and train_loo is not None:
+        scores, source = np.concatenate([scores, np.asarray(train_loo)]), "holdout+train_loo"
+    out = {"score_threshold": float(np.quantile(scores, quantile)), "quantile": quantile, "source": source,
+           "n_normal": int(len(scores))}
+    if len(scores) < MIN_THRESHOLD_IMAGES:
+        out["warning"] = (f"only {len(scores)} normal image(s) back this threshold (source {source}; "
+                          f"< {MIN_THRESHOLD_IMAGES}): expect many false alarms; add a validation folder or "
+                          "raise the dataset's val_fraction")
+        log.warning("WARNING threshold: %s", out["warning"])
+    return out
 
 
 def upstream_weights(upstream: dict[str, Path]) -> str:
@@ -74,12 +94,15 @@ def run_category(p: BaseParams, method: str, dataset: str, manifest: Manifest, c
         train_loo = getattr(model, "train_loo_scores", None)
         loo = train_loo() if train_loo is not None else None
         model.save(cat_dir)
-    write_scores(cat_dir, "test", manifest.fingerprint("test"), test.scores, test.maps)
+    stage = f"{method}@{dataset}"
+    write_scores(cat_dir, "test", manifest.fingerprint("test"), test.scores, test.maps, writer=stage)
     if val is not None:
-        write_scores(cat_dir, "validation", manifest.fingerprint("validation"), val.scores, val.maps)
-        write_json(cat_dir / "threshold.json", decision_threshold(val.scores, p.threshold_quantile))
+        write_scores(cat_dir, "validation", manifest.fingerprint("validation"), val.scores, val.maps, writer=stage)
+        holdout = any(s.holdout for s in manifest.split("validation"))
+        write_json(cat_dir / "threshold.json",
+                   decision_threshold(val.scores, p.threshold_quantile, holdout=holdout, train_loo=loo))
     if loo is not None:  # leave-one-image-out train scores (PatchCore → PSAD's adaptive scaling)
-        write_scores(cat_dir, "train_loo", manifest.fingerprint("train"), loo, None)
+        write_scores(cat_dir, "train_loo", manifest.fingerprint("train"), loo, None, writer=stage)
     extra = {"weights": upstream_weights(upstream)} | model.meta() | {
         "image_size": list(image_size(manifest.paths("test" if method_cls.zero_shot else "train")[0])),
         "upstream": {k: str(v) for k, v in upstream.items()},
@@ -90,6 +113,8 @@ def run_category(p: BaseParams, method: str, dataset: str, manifest: Manifest, c
 def run(method: str, dataset: str, prepare: Prepare | None = None) -> None:
     p = params()
     get_method(method)  # unknown name → clear error before any work
+    if skip_absent(f"{method}@{dataset}", dataset, method_dir(dataset, method)):
+        return
     with atomic_dir(method_dir(dataset, method)) as out:
         for manifest in load_manifests(dataset):
             cat_dir = out / manifest.category

@@ -12,12 +12,14 @@ from ad_pipeline.meta import measured
 from ad_pipeline.methods.csad.method import CSAD, fit_segmentor, save_segmentor
 from ad_pipeline.segmentation.pseudo_labels import PseudoLabels
 from ad_pipeline.segmentation.train import predict_labels
-from stages.common import load_manifests, method_dir, params, run_context, write_meta
+from stages.common import load_manifests, method_dir, params, run_context, skip_absent, write_meta
 from stages.run_method import method_config
 
 
 def run(dataset: str) -> None:
     p = params()
+    if skip_absent(f"segmentor@{dataset}", dataset, method_dir(dataset, "segmentor")):
+        return
     cfg = method_config(p.csad, CSAD)
     with atomic_dir(method_dir(dataset, "segmentor")) as out:
         for manifest in load_manifests(dataset):

@@ -18,7 +18,7 @@ from ad_pipeline.methods.uniad.method import MODEL_FILE, save_model_state
 from ad_pipeline.methods.uniad.score import score_uniad
 from ad_pipeline.methods.uniad.train import train_unified
 from ad_pipeline.seed import seed_everything
-from stages.common import ARTIFACTS, OPTIONS, load_manifests, method_dir, params, run_context, write_meta
+from stages.common import ARTIFACTS, OPTIONS, load_manifests, method_dir, params, run_context, skip_absent, write_meta
 from stages.run_method import method_config
 
 
@@ -30,6 +30,8 @@ def run(dataset: str) -> None:
     from ad_pipeline.methods.uniad import method as uniad_method
 
     p = params()
+    if skip_absent(f"uniad@{dataset}", dataset, [method_dir(dataset, "uniad"), checkpoint_dir(dataset)]):
+        return
     cfg = method_config(p.uniad, uniad_method.UniAD)
     nproc = cfg.distributed.nproc_per_node
     if nproc > 1 and not under_torchrun():
@@ -54,7 +56,8 @@ def run(dataset: str) -> None:
                 paths = manifest.paths(split)
                 if paths:
                     s = score_uniad(result.model_state, paths, cfg, ctx)
-                    write_scores(cat_dir, split, manifest.fingerprint(split), s.scores, s.maps)
+                    write_scores(cat_dir, split, manifest.fingerprint(split), s.scores, s.maps,
+                                 writer=f"uniad@{dataset}")
             meta = {k: v for k, v in result.meta.items() if k != "loss_history"}
             write_meta(cat_dir, method="uniad", section=cfg, ctx=ctx, measured=dict(timing),
                        extra={"setting": "unified", "categories": [m.category for m in manifests], **meta})

@@ -53,10 +53,31 @@ def test_scores_round_trip_and_stale_manifest(tmp_path):
         read_scores(tmp_path, "test", reordered.fingerprint("test"))
 
 
-def test_garbage_scores_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="NaN"):
-        write_scores(tmp_path, "test", "fp", np.array([0.1, np.nan]), None)
-    assert not (tmp_path / "test_scores.npy").exists()
+def test_garbage_scores_are_refused_naming_file_and_stage(tmp_path):
+    with pytest.raises(ArtifactError, match=r"test scores hold NaN/inf in 1 row\(s\) \(first: \[1\]\); written by "
+                                            r"patchcore@ds") as e:
+        write_scores(tmp_path, "test", "fp", np.array([0.1, np.nan]), None, writer="patchcore@ds")
+    assert "test_scores.npy" in str(e.value) and "re-run it" in str(e.value)
+    maps = np.zeros((2, 3, 3), np.float32)
+    maps[0, 1, 1] = np.inf
+    with pytest.raises(ArtifactError, match="test maps hold NaN/inf.*first: \\[0\\]"):
+        write_scores(tmp_path, "test", "fp", np.array([0.1, 0.2]), maps, writer="uniad@ds")
+    assert not list(tmp_path.iterdir())
+
+
+def test_non_finite_dump_on_load_names_file_and_writer(tmp_path):
+    write_scores(tmp_path, "test", "fp", np.array([0.1, 0.2]), None, writer="efficientad@ds")
+    np.save(tmp_path / "test_scores.npy", np.array([0.1, np.nan], np.float32))  # damaged after writing
+    with pytest.raises(ArtifactError, match="written by efficientad@ds") as e:
+        read_scores(tmp_path, "test", "fp")
+    assert str(tmp_path / "test_scores.npy") in str(e.value) and "dvc repro -f efficientad@ds" in str(e.value)
+
+
+def test_fingerprint_covers_the_image_bytes(tmp_path):
+    m = _manifest(["000", "001"])
+    same = Manifest(m.dataset, m.format, m.category, m.root, m.samples, digests={"test/good/000.png": "a"})
+    other = Manifest(m.dataset, m.format, m.category, m.root, m.samples, digests={"test/good/000.png": "b"})
+    assert len({m.fingerprint("test"), same.fingerprint("test"), other.fingerprint("test")}) == 3
 
 
 def test_missing_dump_names_the_fix(tmp_path):

@@ -107,12 +107,97 @@ def test_predict_refuses_images_of_another_size(workdir, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_missing_dataset_says_where_to_put_it(workdir, monkeypatch):
+def test_absent_dataset_is_a_loud_warning_and_absent_outputs(workdir, monkeypatch, caplog):
+    """No data at the root: every stage exits 0, says what is missing and where, writes no results."""
     monkeypatch.chdir(workdir)
-    result = CliRunner().invoke(app, ["prepare", "missing"])
-    message = str(result.exception)
-    assert result.exit_code != 0 and "data/nowhere" in message and "logical_anomalies" in message
-    assert not (workdir / "artifacts/missing").exists()
+    for args in (["prepare", "missing"], ["run", "patchcore", "missing"], ["fuse", "missing"],
+                 ["evaluate", "missing"]):
+        result = CliRunner().invoke(app, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    index = json.loads((workdir / "artifacts/missing/manifest/index.json").read_text())
+    assert index["absent"] is True and index["categories"] == []
+    assert "data/nowhere" in index["missing"] and "logical_anomalies" in index["missing"]  # the LOCO layout
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("'missing' is ABSENT" in w and "patchcore@missing" in w and "data/nowhere" in w for w in warnings)
+    marker = json.loads((workdir / "artifacts/missing/patchcore/ABSENT.json").read_text())
+    assert marker["absent"] and sorted(p.name for p in (workdir / "artifacts/missing/patchcore").iterdir()) == [
+        "ABSENT.json"]
+    metrics = json.loads((workdir / "metrics/missing.json").read_text())
+    assert metrics == {"dataset": "missing", "absent": True, "missing": index["missing"]}  # no numbers
+    assert "DATA ABSENT" in (workdir / "metrics/missing.md").read_text()
+
+
+def test_absent_dataset_in_the_summary_is_shown_as_absent(workdir, monkeypatch):
+    monkeypatch.chdir(workdir)
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    (workdir / "p2.yaml").write_text(yaml.safe_dump(params | {"summary_datasets": ["synthetic_ad", "missing"]}))
+    invoke("prepare", "missing")
+    invoke("evaluate", "missing")
+    invoke("--params", "p2.yaml", "summarize", "--out", "m2.json", "--headline", "h2.json")
+    summary = json.loads((workdir / "m2.json").read_text())
+    assert summary["missing"]["absent"] is True and summary["synthetic_ad"]["patchcore"]["image_auroc"] > 0.9
+    assert json.loads((workdir / "h2.json").read_text())["missing"] == {"absent": True}
+
+
+def test_present_but_broken_dataset_still_fails(workdir, monkeypatch):
+    monkeypatch.chdir(workdir)
+    (workdir / "data/broken/mvtec_loco_anomaly_detection").mkdir(parents=True)  # extracted one level too deep
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["datasets"]["broken"] = {"root": "data/broken", "format": "mvtec_loco"}
+    (workdir / "p3.yaml").write_text(yaml.safe_dump(params))
+    result = CliRunner().invoke(app, ["--params", "p3.yaml", "prepare", "broken"])
+    assert result.exit_code != 0 and "no dataset categories found here" in str(result.exception)
+    assert not (workdir / "artifacts/broken").exists()
+
+
+def test_threshold_says_its_source_and_warns_when_few_images_back_it(workdir):
+    threshold = json.loads((workdir / "artifacts/synthetic_ad/patchcore/disc/threshold.json").read_text())
+    # synthetic_ad has no validation folder: held-out train images + PatchCore's LOO train scores
+    assert threshold["source"] == "holdout+train_loo" and threshold["n_normal"] >= 20
+    assert "warning" not in threshold
+    from stages.run_method import decision_threshold
+
+    few = decision_threshold(np.array([1.0, 2.0]), 0.99, holdout=True)
+    assert few["source"] == "holdout" and few["n_normal"] == 2 and "only 2 normal image(s)" in few["warning"]
+    both = decision_threshold(np.array([1.0, 2.0]), 1.0, holdout=True, train_loo=np.arange(30.0))
+    assert both["score_threshold"] == 29.0 and both["n_normal"] == 32 and "warning" not in both
+    assert decision_threshold(np.arange(25.0), 0.5)["source"] == "validation"
+
+
+def test_changed_image_bytes_rerun_the_method_and_change_the_metrics(workdir, tmp_path, monkeypatch):
+    """Same file names, other bytes: the manifest (content-addressed) changes, the old dumps are
+    stale, and the re-run gives other metrics; a blanked mask changes only the ground-truth record."""
+    run = tmp_path / "copy"
+    shutil.copytree(workdir, run, ignore=shutil.ignore_patterns("cache"))
+    monkeypatch.chdir(run)
+    cat = run / "data/synthetic/synthetic_ad/disc"
+    manifest_before = (run / "artifacts/synthetic_ad/manifest/disc.json").read_bytes()
+    gt_before = (run / "artifacts/synthetic_ad/ground_truth/disc.json").read_bytes()
+    mask = next((cat / "ground_truth").rglob("*.png"))
+    from PIL import Image
+
+    Image.new("L", Image.open(mask).size).save(mask)  # blank one mask
+    invoke("prepare", "synthetic_ad")
+    assert (run / "artifacts/synthetic_ad/manifest/disc.json").read_bytes() == manifest_before  # methods: no re-run
+    assert (run / "artifacts/synthetic_ad/ground_truth/disc.json").read_bytes() != gt_before  # evaluate: re-run
+
+    good = sorted((cat / "test/good").glob("*.png"))
+    for defect in sorted(p for p in (cat / "test").iterdir() if p.name != "good")[:1]:
+        for i, image in enumerate(sorted(defect.glob("*.png"))[:3]):
+            shutil.copy(good[i], image)  # three anomalies now look normal
+    invoke("prepare", "synthetic_ad")
+    from ad_pipeline.errors import ArtifactError
+    from stages.common import load_manifests
+
+    with pytest.raises(ArtifactError, match="another manifest"):
+        from ad_pipeline.io import read_scores
+
+        read_scores(run / "artifacts/synthetic_ad/patchcore/disc", "test", load_manifests("synthetic_ad")[0].fingerprint("test"))
+    before = json.loads((run / "metrics/synthetic_ad.json").read_text())["methods"]["patchcore"]["mean"]
+    invoke("run", "patchcore", "synthetic_ad")
+    invoke("evaluate", "synthetic_ad")
+    after = json.loads((run / "metrics/synthetic_ad.json").read_text())["methods"]["patchcore"]["mean"]
+    assert after["image_auroc"] < before["image_auroc"] and after["pixel_auroc"] != before["pixel_auroc"]
 
 
 def test_interrupted_stage_keeps_the_previous_complete_output(workdir, monkeypatch):
@@ -130,4 +215,5 @@ def test_interrupted_stage_keeps_the_previous_complete_output(workdir, monkeypat
         run_method.run("patchcore", "synthetic_ad")
     out = workdir / "artifacts/synthetic_ad/patchcore"
     assert (out / "disc/test_scores.npy").read_bytes() == before
-    assert sorted(p.name for p in (workdir / "artifacts/synthetic_ad").iterdir()) == ["manifest", "patchcore"]
+    assert sorted(p.name for p in (workdir / "artifacts/synthetic_ad").iterdir()) == [
+        "ground_truth", "manifest", "patchcore"]

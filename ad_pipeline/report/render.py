@@ -56,8 +56,12 @@ def export_rows(exports: Mapping[str, Mapping]) -> list[list[str]]:
 EXPORT_HEAD = ["model (dataset/method)", "category", "weights", "max |Δ| torch vs ONNX", "ONNX Runtime CPU ms/image"]
 
 
-def render_markdown(results: Sequence[Mapping], exports: Mapping[str, Mapping] | None = None) -> str:
+def render_markdown(results: Sequence[Mapping], exports: Mapping[str, Mapping] | None = None,
+                    absent: Mapping[str, str] | None = None) -> str:
+    """``absent``: dataset → what is missing and where to put it (shown instead of results)."""
     out = ["# ad-pipeline results", ""]
+    for ds, missing in (absent or {}).items():
+        out += [f"## {ds}: DATA ABSENT (no results)", "", "```", missing, "```", ""]
     for result in results:
         cols = columns(result)
         out += [f"## {result['dataset']} ({result['format']})", "", f"_{weights_line(result)}_", "",
@@ -97,10 +101,13 @@ def _table_html(result: Mapping, rows: Mapping[str, Mapping], cols: list[str], m
 
 
 def render_html(results: Sequence[Mapping], figures: Mapping[str, Mapping[str, list[str]]], generated: str,
-                exports: Mapping[str, Mapping] | None = None) -> str:
-    """``figures[dataset][category]`` lists relative PNG paths (curves first, then overlays)."""
+                exports: Mapping[str, Mapping] | None = None, absent: Mapping[str, str] | None = None) -> str:
+    """``figures[dataset][category]`` lists relative PNG paths (curves first, then overlays);
+    ``absent``: dataset → what is missing and where to put it (shown instead of results)."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>ad-pipeline results</title>"
              f"<style>{CSS}</style></head><body><h1>ad-pipeline results</h1><p>generated {html.escape(generated)}</p>"]
+    parts += [f"<h2 id='{html.escape(ds)}'>{html.escape(ds)}: DATA ABSENT (no results)</h2>"
+              f"<pre class='warn'>{html.escape(missing)}</pre>" for ds, missing in (absent or {}).items()]
     for result in results:
         ds = result["dataset"]
         cols = columns(result)

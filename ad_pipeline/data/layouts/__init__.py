@@ -19,7 +19,7 @@ from ad_pipeline.errors import LayoutError
 FORMATS = ("mvtec_ad", "mvtec_loco", "visa", "btad", "folder")
 LAYOUTS: dict[str, LayoutSpec] = {m.SPEC.name: m.SPEC for m in (mvtec_ad, mvtec_loco, visa, btad, folder)}
 
-__all__ = ["FORMATS", "LAYOUTS", "build_manifest", "convert_visa", "list_categories"]
+__all__ = ["FORMATS", "LAYOUTS", "absent_dataset", "build_manifest", "convert_visa", "list_categories"]
 
 
 def _spec(fmt: str) -> LayoutSpec:
@@ -28,6 +28,13 @@ def _spec(fmt: str) -> LayoutSpec:
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise LayoutError(f"unknown dataset format {fmt!r}", fix=f"{hint}use one of {', '.join(FORMATS)}")
     return LAYOUTS[fmt]
+
+
+def absent_dataset(fmt: str, root: Path) -> str | None:
+    """None when data are at ``root``; else what is missing and where to put it (``root`` does
+    not exist or holds only the ``PUT_DATASET_HERE.md`` placeholder)."""
+    spec = _spec(fmt)
+    return common.missing_text(spec, Path(root)) if common.is_absent(Path(root)) else None
 
 
 def list_categories(fmt: str, root: Path) -> list[str]:

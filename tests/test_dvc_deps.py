@@ -1,0 +1,149 @@
+"""dvc.yaml's code deps are complete: every file of ``ad_pipeline/`` and ``stages/`` that a stage's
+command imports is a dep (the file or a folder above it), so editing it re-runs the stage.
+
+The import closure is static (``ast``): the module-level imports of ``stages/cli.py``, the lazy
+imports in the body of the subcommand's function, then every import (module-level or in a
+function) of each module reached, transitively; plus the registry's module of a method named in
+the command (``run patchcore …``: ``get_method`` imports it by name). Generic over dvc.yaml: a
+new stage is checked without editing this test.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ad_pipeline.methods.registry import METHODS
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("ad_pipeline", "stages")
+
+
+def module_file(module: str) -> Path | None:
+    base = REPO.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _with_parents(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def imported_modules(nodes: list[ast.AST], package: str) -> set[str]:
+    """Modules of our packages imported anywhere in ``nodes`` (parents included: importing
+    ``a.b.c`` runs ``a/__init__`` and ``a/b/__init__``)."""
+    found: set[str] = set()
+    for node in (n for tree in nodes for n in ast.walk(tree)):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            names = [base] + [f"{base}.{a.name}" for a in node.names if module_file(f"{base}.{a.name}")]
+        for name in names:
+            if name.split(".")[0] in PACKAGES:
+                found.update(m for m in _with_parents(name) if module_file(m))
+    return found
+
+
+@functools.cache
+def module_imports(module: str) -> frozenset[str]:
+    path = module_file(module)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    return frozenset(imported_modules([ast.parse(path.read_text())], package))
+
+
+def closure(roots: set[str]) -> set[Path]:
+    """Files of every module reachable from ``roots`` by imports."""
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += module_imports(module) - seen
+    return {module_file(m).relative_to(REPO) for m in seen}
+
+
+@functools.cache
+def command_roots() -> dict[str, set[str]]:
+    """``ad-pipeline`` subcommand → the modules it imports first (cli.py's module level + the lazy
+    imports in its function's body)."""
+    tree = ast.parse((REPO / "stages/cli.py").read_text())
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    base = imported_modules(top, "stages")
+    roots = {}
+    for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
+        for deco in fn.decorator_list:
+            if isinstance(deco, ast.Call) and getattr(deco.func, "attr", None) == "command":
+                name = deco.args[0].value if deco.args else fn.name.replace("_", "-")
+                roots[name] = base | imported_modules(fn.body, "stages")
+    return roots
+
+
+def stage_definitions() -> dict[str, dict]:
+    """dvc.yaml stages (a foreach stage by its ``do`` template)."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    return {name: st.get("do", st) for name, st in stages.items()}
+
+
+def required_files(cmd: str) -> set[Path]:
+    """Files of ``ad_pipeline/`` and ``stages/`` that ``cmd`` (an ``ad-pipeline`` command) imports."""
+    args = shlex.split(cmd)
+    assert args[0] == "ad-pipeline", f"stage command is not an ad-pipeline command: {cmd}"
+    words = [a for a in args[1:] if not a.startswith("-")]
+    subcommand, rest = words[0], words[1:]
+    roots = set(command_roots()[subcommand])
+    roots |= {METHODS[a].split(":")[0] for a in rest if a in METHODS}
+    if subcommand == "check-params":  # validation builds every method section from its Config
+        roots |= {target.split(":")[0] for target in METHODS.values()}
+    return closure(roots) | {Path("stages/cli.py")}  # its module level only: the rest is lazy
+
+
+def _dep_path(dep) -> str:
+    return next(iter(dep)) if isinstance(dep, dict) else dep
+
+
+def missing_deps(stage: dict) -> list[str]:
+    """Imported files that no dep of ``stage`` (the file or a folder above it) covers."""
+    deps = [Path(_dep_path(d)) for d in stage.get("deps", [])]
+    return sorted(str(f) for f in required_files(stage["cmd"])
+                  if not any(f == d or d in f.parents for d in deps))
+
+
+@pytest.mark.parametrize("name", sorted(stage_definitions()))
+def test_stage_deps_cover_its_import_closure(name):
+    stage = stage_definitions()[name]
+    assert missing_deps(stage) == [], f"add these to the deps of {name} in dvc.yaml"
+
+
+def test_a_removed_dep_is_reported():
+    stage = dict(stage_definitions()["csad"])
+    assert missing_deps(stage) == []
+    stage["deps"] = [d for d in stage["deps"] if _dep_path(d) != "ad_pipeline/methods/efficientad"]
+    missing = missing_deps(stage)
+    assert "ad_pipeline/methods/efficientad/pdn.py" in missing  # CSAD's LGST is EfficientAD's PDN
+
+
+def test_closure_follows_lazy_and_relative_imports():
+    files = required_files("ad-pipeline --quiet run patchcore x")
+    assert Path("stages/run_method.py") in files  # cli.py imports it inside `run_method`
+    assert Path("ad_pipeline/methods/patchcore/knn.py") in files  # via the registry entry
+    assert Path("ad_pipeline/methods/csad/method.py") not in files
+
+
+def test_every_stage_runs_after_check_params():
+    """check_params validates params.yaml first; its constant output is every stage's dep."""
+    for name, stage in stage_definitions().items():
+        if name != "check_params":
+            assert "artifacts/params.valid" in map(_dep_path, stage.get("deps", [])), name
