@@ -84,7 +84,8 @@ def test_backbone_experiment_reruns_only_what_reads_backbone(project):
     out = sh(*BACKBONE_EXP, cwd=root, env=env)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert "patchcore@synthetic_ad" in ran and "evaluate@synthetic_ad" in ran
-    assert not {s for s in ran if s.startswith(("prepare@", "efficientad", "check_params", "musc"))}, ran
+    # check_params re-validates any params edit; its output is constant, so nothing follows from it
+    assert not {s for s in ran if s.startswith(("prepare@", "efficientad", "musc"))}, ran
     again = sh(*BACKBONE_EXP, cwd=root, env=env)
     assert "Running stage" not in again  # the same experiment twice: a no-op
     rows = json.loads(sh("dvc", "exp", "show", "--json", cwd=root, env=env))
@@ -118,10 +119,9 @@ def test_invalid_params_stop_before_any_output_is_touched(project, edit):
         expected = "did you mean 'threshold_quantile'?"
     try:
         done = run("dvc", "repro", cwd=root, env=env)
-        assert done.returncode != 0
-        assert expected in done.stdout + done.stderr
-        assert "Running stage 'check_params'" in done.stdout
-        assert [line for line in done.stdout.splitlines() if line.startswith("Running stage")] == [
+        log = done.stdout + done.stderr
+        assert done.returncode != 0 and expected in log
+        assert [line for line in log.splitlines() if line.startswith("Running stage")] == [
             "Running stage 'check_params':"]
         assert outputs(root) == before
     finally:
