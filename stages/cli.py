@@ -61,11 +61,11 @@ def run_method(method: str, dataset: str) -> None:
 
 
 @app.command("efficientad-teacher")
-def efficientad_teacher() -> None:
-    """Distil the EfficientAD PDN teacher (or load it from weights_dir)."""
+def efficientad_teacher(dataset: str) -> None:
+    """The EfficientAD PDN teacher of a dataset: weights_dir/teacher_<size>.pth, else distilled."""
     from stages import efficientad_teacher as stage
 
-    stage.run()
+    stage.run(dataset)
 
 
 @app.command()
@@ -167,13 +167,27 @@ def predict(
 
 
 @app.command("params")
-def show_params() -> None:
-    """Validate params.yaml and print the resolved values (defaults filled in)."""
+def show_params(
+    dataset: Optional[str] = typer.Option(None, help="show the effective settings on this dataset"),
+    method: Optional[str] = typer.Option(None, help="method (or efficientad_teacher / pseudo_labels) to show"),
+    category: Optional[str] = typer.Option(None, help="category, for per-category settings"),
+) -> None:
+    """Validate params.yaml and print it with defaults filled in; with --dataset and --method, the
+    effective settings of that stage with the source of each value (paper default / dataset
+    profile / user override)."""
     import yaml
 
     from stages.common import params as load
+    from stages.settings import settings_table
 
-    typer.echo(yaml.safe_dump(load().model_dump(mode="json"), sort_keys=False))
+    p = load()
+    if dataset is None and method is None:
+        typer.echo(yaml.safe_dump(p.model_dump(mode="json"), sort_keys=False))
+        return
+    if dataset is None or method is None:
+        raise UserError("--dataset and --method go together", fix="e.g. ad-pipeline params --dataset mvtec_loco "
+                                                                  "--method efficientad")
+    typer.echo(settings_table(p, method, dataset, category))
 
 
 @app.command("evaluate-maps")

@@ -61,6 +61,7 @@ class AnomalyMethod(abc.ABC):
     zero_shot: ClassVar[bool] = False
     requires: ClassVar[tuple[str, ...]] = ()  # upstream stages whose model dirs it reads
     pluggable_backbone: ClassVar[bool] = False  # follows the top-level `backbone` param
+    paper_backbone: ClassVar[str | None] = None  # a pluggable method's backbone in its paper
 
     def __init__(self, cfg: MethodConfig, ctx: RunContext):
         self.cfg = cfg

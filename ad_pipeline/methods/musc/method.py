@@ -85,6 +85,7 @@ class MuSc(AnomalyMethod):
     Config = MuScConfig
     zero_shot = True
     pluggable_backbone = True
+    paper_backbone = "ViT-L-14-336"
 
     def __init__(self, cfg: MuScConfig, ctx: RunContext, *, backbone: Backbone | None = None):
         """``backbone``: an already built ``ctx.backbone`` to share (tests, benchmarks); else built lazily."""
