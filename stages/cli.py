@@ -44,6 +44,15 @@ def prepare(dataset: str) -> None:
     stage.run(dataset)
 
 
+@app.command()
+def preflight(dataset: str) -> None:
+    """List everything the dataset's recipe needs that is not there, and the cost per stage."""
+    from stages import preflight as stage
+    from stages.common import params as load
+
+    typer.echo(stage.require(load(), dataset))
+
+
 @app.command("convert-visa")
 def convert_visa(dataset: str = typer.Argument("visa")) -> None:
     """Convert the raw VisA archive (1cls split) into an MVTec-style tree with 0/255 masks."""

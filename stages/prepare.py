@@ -1,4 +1,5 @@
-"""Stage ``prepare@<dataset>``: validate the layout and write one manifest per category."""
+"""Stage ``prepare@<dataset>``: validate the layout, run the preflight of the dataset's recipe
+(stages/preflight.py: stops with the list of what is missing) and write one manifest per category."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 from ad_pipeline.data.layouts import build_manifest, list_categories
 from ad_pipeline.errors import LayoutError
 from ad_pipeline.io import atomic_dir, write_json
-from stages.common import OPTIONS, manifest_dir, params
+from stages import preflight
+from stages.common import OPTIONS, log, manifest_dir, params
 
 
 def run(dataset: str) -> None:
@@ -27,6 +29,7 @@ def run(dataset: str) -> None:
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise LayoutError(f"unknown category {cat!r}.{hint} Found: {', '.join(available)}", path=root,
                               fix=f"fix datasets.{dataset}.categories in params.yaml")
+    log.info("%s", preflight.require(p, dataset))  # everything the recipe needs, before any training
     with atomic_dir(manifest_dir(dataset)) as out:
         for cat in categories:
             manifest = build_manifest(dataset, ds.format, root, cat, val_fraction=ds.val_fraction, seed=p.seed,
