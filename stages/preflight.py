@@ -43,7 +43,8 @@ COST = {"patchcore_image": 0.05, "musc_image": 0.6, "teacher_step": 0.3, "effici
 
 @dataclass(frozen=True)
 class Need:
-    """One thing the recipe needs: ``status`` ok | missing | random-init; ``fix`` says what to place."""
+    """One thing the recipe needs: ``status`` ok | missing | random-init | distil | warn (only
+    ``missing`` stops the run); ``fix`` says what to place."""
 
     stage: str
     what: str
@@ -117,8 +118,9 @@ def check(p: BaseParams, dataset: str) -> tuple[list[Need], dict[str, float], Co
     placeholder = Path(ds.raw_root or ds.root) / "PUT_DATASET_HERE.md"
     c.add("prepare", f"dataset {dataset} in {ds.root}", not n.official,
           f"place the dataset as {placeholder} describes, or point datasets.{dataset}.root at it")
-    c.add("prepare", f"datasets.{dataset}.profile written in {OPTIONS.params_path}",
-          dataset not in unwritten_profiles(OPTIONS.params_path, p), "add `profile: {}` under the dataset (DVC reads it)")
+    if dataset in unwritten_profiles(OPTIONS.params_path, p):  # only `dvc repro` needs it: a warning
+        c.needs.append(Need("dvc", f"datasets.{dataset}.profile in {OPTIONS.params_path}", "warn",
+                            "add `profile: {}` under the dataset: its DVC stages depend on that key"))
     if p.device.startswith("cuda"):
         import torch
 
@@ -206,7 +208,8 @@ def render(dataset: str, needs: list[Need], costs: dict[str, float], n: Counts) 
     lines = [f"preflight {dataset}: " + ("the official dataset size (data not found)" if n.official else
                                          f"{len(n.categories)} categories, {n.train} train / {n.test} test images")]
     for need in needs:
-        mark = {"ok": "ok     ", "missing": "MISSING", "random-init": "RANDOM ", "distil": "distil "}[need.status]
+        mark = {"ok": "ok     ", "missing": "MISSING", "random-init": "RANDOM ", "distil": "distil ",
+                "warn": "warning"}[need.status]
         lines.append(f"  [{mark}] {need.stage}: {need.what}" + (f"\n            -> {need.fix}" if need.fix else ""))
     lines.append("estimated cost (rough, one A100-class GPU):")
     lines += [f"  {stage:<20} {_duration(s)}" for stage, s in costs.items()]
