@@ -53,6 +53,26 @@ def preflight(dataset: str) -> None:
     typer.echo(stage.require(load(), dataset))
 
 
+@app.command("import-part-labels")
+def import_part_labels(
+    dataset: str,
+    category: str,
+    format: Optional[str] = typer.Option(None, help="labelme | coco | cvat | png"),
+    source: Optional[Path] = typer.Option(None, help="the exported annotation folder (COCO: the .json file)"),
+    classes: Optional[str] = typer.Option(None, help="comma-separated part names, in class-id order (1, 2, …)"),
+    from_pseudo_labels: bool = typer.Option(False, "--from-pseudo-labels",
+                                            help="bootstrap from CSAD's pseudo-labels of the same images"),
+    shots: int = typer.Option(5, help="with --from-pseudo-labels: how many images to take"),
+) -> None:
+    """Import PSAD's few-shot part labels into <root>/<category>/aux/part_labels (README "PSAD part labels")."""
+    from stages import import_part_labels as stage
+
+    labels = stage.run(dataset, category, format, source, classes.split(",") if classes else None,
+                       from_pseudo_labels, shots)
+    typer.echo(f"{len(labels.masks)} label(s), {labels.num_classes} classes incl. background: "
+               f"{', '.join(labels.class_names)}")
+
+
 @app.command("convert-visa")
 def convert_visa(dataset: str = typer.Argument("visa")) -> None:
     """Convert the raw VisA archive (1cls split) into an MVTec-style tree with 0/255 masks."""

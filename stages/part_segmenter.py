@@ -61,4 +61,5 @@ def run(dataset: str) -> None:
             write_meta(out / manifest.category, method="part_segmenter", section=cfg, ctx=ctx, measured=timing,
                        settings=settings,
                        extra={"weights": getattr(model.encoder, "weights", "n/a"), "shots": [str(s) for s in shots],
+                              "labels_source": parts_info(manifest).get("source", "manual"),
                               "final_loss": history[-1] if history else None})
