@@ -88,7 +88,8 @@ def write_meta(out_dir: Path, *, method: str, section: Any, ctx: RunContext, mea
         "weights": weights,
         **recipe_marks(settings, weights),
         "seed": ctx.seed,
-        "device": ctx.device,
+        "device": cfg.get("device") or ctx.device,  # a section's own device overrides the run's
+        "dtype": cfg.get("precision", "fp32"),  # MuSc's autocast precision; every other stage computes in fp32
         "params": cfg,
         "params_hash": params_hash(cfg | {"seed": ctx.seed, "backbone": ctx.backbone}),
         **measured,
