@@ -34,6 +34,7 @@ def project(tmp_path_factory):
     for method in ("musc", "uniad", "efficientad", "puad", "csad", "psad"):
         params[method]["datasets"] = []
     params["fuse"]["datasets"] = []
+    params["backbone"] = "efficientnet_lite0"  # a top-level choice (the committed null = each paper's / profile's)
     params["datasets"]["synthetic_ad"]["categories"] = ["disc"]
     params["patchcore"] |= {"datasets": ["synthetic_ad"], "resize": 112, "image_size": 112,
                             "pretrain_embed_dim": 64, "target_embed_dim": 64}
