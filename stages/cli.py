@@ -52,6 +52,35 @@ def prepare(dataset: str) -> None:
     stage.run(dataset)
 
 
+@app.command()
+def preflight(dataset: str) -> None:
+    """List everything the dataset's recipe needs that is not there, and the cost per stage."""
+    from stages import preflight as stage
+    from stages.common import params as load
+
+    typer.echo(stage.require(load(), dataset))
+
+
+@app.command("import-part-labels")
+def import_part_labels(
+    dataset: str,
+    category: str,
+    format: Optional[str] = typer.Option(None, help="labelme | coco | cvat | png"),
+    source: Optional[Path] = typer.Option(None, help="the exported annotation folder (COCO: the .json file)"),
+    classes: Optional[str] = typer.Option(None, help="comma-separated part names, in class-id order (1, 2, …)"),
+    from_pseudo_labels: bool = typer.Option(False, "--from-pseudo-labels",
+                                            help="bootstrap from CSAD's pseudo-labels of the same images"),
+    shots: int = typer.Option(5, help="with --from-pseudo-labels: how many images to take"),
+) -> None:
+    """Import PSAD's few-shot part labels into <root>/<category>/aux/part_labels (README "PSAD part labels")."""
+    from stages import import_part_labels as stage
+
+    labels = stage.run(dataset, category, format, source, classes.split(",") if classes else None,
+                       from_pseudo_labels, shots)
+    typer.echo(f"{len(labels.masks)} label(s), {labels.num_classes} classes incl. background: "
+               f"{', '.join(labels.class_names)}")
+
+
 @app.command("convert-visa")
 def convert_visa(dataset: str = typer.Argument("visa")) -> None:
     """Convert the raw VisA archive (1cls split) into an MVTec-style tree with 0/255 masks."""
@@ -69,11 +98,11 @@ def run_method(method: str, dataset: str) -> None:
 
 
 @app.command("efficientad-teacher")
-def efficientad_teacher() -> None:
-    """Distil the EfficientAD PDN teacher (or load it from weights_dir)."""
+def efficientad_teacher(dataset: str) -> None:
+    """The EfficientAD PDN teacher of a dataset: weights_dir/teacher_<size>.pth, else distilled."""
     from stages import efficientad_teacher as stage
 
-    stage.run()
+    stage.run(dataset)
 
 
 @app.command()
@@ -176,13 +205,27 @@ def predict(
 
 
 @app.command("params")
-def show_params() -> None:
-    """Validate params.yaml and print the resolved values (defaults filled in)."""
+def show_params(
+    dataset: Optional[str] = typer.Option(None, help="show the effective settings on this dataset"),
+    method: Optional[str] = typer.Option(None, help="method (or efficientad_teacher / pseudo_labels) to show"),
+    category: Optional[str] = typer.Option(None, help="category, for per-category settings"),
+) -> None:
+    """Validate params.yaml and print it with defaults filled in; with --dataset and --method, the
+    effective settings of that stage with the source of each value (paper default / dataset
+    profile / user override)."""
     import yaml
 
     from stages.common import params as load
+    from stages.settings import settings_table
 
-    typer.echo(yaml.safe_dump(load().model_dump(mode="json"), sort_keys=False))
+    p = load()
+    if dataset is None and method is None:
+        typer.echo(yaml.safe_dump(p.model_dump(mode="json"), sort_keys=False))
+        return
+    if dataset is None or method is None:
+        raise UserError("--dataset and --method go together", fix="e.g. ad-pipeline params --dataset mvtec_loco "
+                                                                  "--method efficientad")
+    typer.echo(settings_table(p, method, dataset, category))
 
 
 @app.command("evaluate-maps")

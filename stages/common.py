@@ -13,6 +13,7 @@ from ad_pipeline.meta import library_versions
 from ad_pipeline.methods.base import RunContext
 from stages.options import OPTIONS
 from stages.params import BaseParams, load_params
+from stages.settings import Effective
 
 ARTIFACTS = Path("artifacts")
 METRICS_DIR = Path("metrics")
@@ -83,14 +84,20 @@ def load_manifests(dataset: str) -> list[Manifest]:
     return [Manifest.load(manifest_dir(dataset) / f"{cat}.json") for cat in index["categories"]]
 
 
-def run_context(p: BaseParams, dataset: str, method: str | None = None, **upstream: Path) -> RunContext:
-    section = p.method(method) if method else None
-    backbone = getattr(section, "backbone", None) or p.backbone
+def pretrained_mode(p: BaseParams, dataset: str) -> str:
+    """``pretrained`` as the dataset allows it: missing weights are an error ("true") unless the
+    dataset's profile sets ``allow_random_init: true`` (the demo and tests)."""
+    return p.pretrained if p.datasets[dataset].allow_random_init else "true"
+
+
+def run_context(p: BaseParams, dataset: str, settings: Effective | None = None, **upstream: Path) -> RunContext:
+    """The run context of a stage on ``dataset``; ``settings`` (a method's effective settings)
+    gives the backbone of pluggable methods."""
     return RunContext(
         seed=p.seed,
         device=p.device,
-        backbone=backbone,
-        pretrained=p.pretrained,
+        backbone=(settings.backbone if settings is not None else None) or "n/a",
+        pretrained=pretrained_mode(p, dataset),
         weights_dir=Path(p.weights_dir),
         cache_dir=Path(p.cache_dir) if p.cache_dir else None,
         progress=not OPTIONS.quiet,
@@ -99,16 +106,30 @@ def run_context(p: BaseParams, dataset: str, method: str | None = None, **upstre
     )
 
 
-def write_meta(out_dir: Path, *, method: str, section: Any, ctx: RunContext, measured: dict, extra: dict) -> None:
-    """meta.json: method, backbone, weights mode, params hash, timings, library versions."""
+def recipe_marks(settings: Effective | None, weights: str) -> dict:
+    """``paper_recipe`` (every setting the paper's and no random-init weights) and the
+    ``deviations`` from it: ``{setting: source}``, plus ``"weights": "random-init"``."""
+    deviations = settings.deviations() if settings is not None else {}
+    if weights in ("random-init", "mixed"):
+        deviations = {**deviations, "weights": weights}
+    return {"paper_recipe": not deviations, "deviations": deviations}
+
+
+def write_meta(out_dir: Path, *, method: str, section: Any, ctx: RunContext, measured: dict, extra: dict,
+               settings: Effective | None = None) -> None:
+    """meta.json: method, backbone, weights mode, params hash, timings, device, recipe marks
+    (:func:`recipe_marks`), library versions."""
     cfg = section.model_dump(mode="json") if section is not None else {}
+    weights = extra.pop("weights", "n/a")
     write_json(out_dir / "meta.json", {
         "method": method,
         "backbone": ctx.backbone,
         "pretrained": ctx.pretrained,
-        "weights": extra.pop("weights", "n/a"),
+        "weights": weights,
+        **recipe_marks(settings, weights),
         "seed": ctx.seed,
-        "device": ctx.device,
+        "device": cfg.get("device") or ctx.device,  # a section's own device overrides the run's
+        "dtype": cfg.get("precision", "fp32"),  # MuSc's autocast precision; every other stage computes in fp32
         "params": cfg,
         "params_hash": params_hash(cfg | {"seed": ctx.seed, "backbone": ctx.backbone}),
         **measured,

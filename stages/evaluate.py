@@ -11,6 +11,8 @@ from pathlib import Path
 
 from ad_pipeline.io import atomic_path, file_digest, read_json, read_scores, sha256_of, write_json
 from ad_pipeline.metrics.evaluate import evaluate_category, mean_over_categories
+from ad_pipeline.report.published import published_for
+from ad_pipeline.report.render import recipe_line
 from stages.common import (METRICS_DIR, dataset_absent, ground_truth_dir, load_manifests, log, manifest_dir,
                            method_dir, params, warn_absent)
 
@@ -19,6 +21,25 @@ def method_weights(dump_root: Path, categories: list[str]) -> str:
     """'pretrained' / 'random-init' (or 'mixed') from the methods' meta.json files."""
     modes = {read_json(dump_root / c / "meta.json").get("weights", "n/a") for c in categories}
     return modes.pop() if len(modes) == 1 else "mixed"
+
+
+BUDGET_KEYS = ("model_size", "steps", "epochs", "lgst_steps", "image_size", "coreset_ratio")
+
+
+def method_recipe(dump_root: Path, categories: list[str]) -> dict:
+    """Whether every category ran the paper recipe, what deviated ({setting: source}, union over
+    categories) and the budget actually used (backbone, steps/epochs, image size) from meta.json."""
+    metas = [read_json(dump_root / c / "meta.json") for c in categories]
+    deviations = {k: v for m in metas for k, v in m.get("deviations", {}).items()}
+    budget: dict = {}
+    for m in metas:
+        params = m.get("params", {})
+        budget.setdefault("backbone", m.get("backbone"))
+        for k in BUDGET_KEYS:
+            if k in params:
+                budget.setdefault(k, params[k])
+    return {"paper_recipe": all(m.get("paper_recipe", False) for m in metas), "deviations": deviations,
+            "budget": budget}
 
 
 def run(dataset: str) -> None:
@@ -42,6 +63,7 @@ def run(dataset: str) -> None:
         result["methods"][method] = {
             "weights": method_weights(root, categories),
             "inputs": dumps_digest(root, categories),
+            "recipe": method_recipe(root, categories),
             "mean": mean_over_categories(per_cat),
             "categories": per_cat,
         }
@@ -75,13 +97,16 @@ def absent_markdown(dataset: str, missing: str) -> str:
 
 
 def markdown_table(result: dict) -> str:
-    """One table per method: categories × metrics, plus the mean row; weights mode on top."""
+    """One table per method: categories × metrics (published values beside ours where the
+    paper has them), the mean row; weights, recipe marks and budget on top."""
     lines = [f"# {result['dataset']} ({result['format']})", ""]
     for method, res in result["methods"].items():
         keys = list(res["mean"])
-        lines += [f"## {method} — weights: {res['weights']}", "",
+        lines += [f"## {method} — weights: {res['weights']}", "", recipe_line(res.get("recipe")), "",
                   "| category | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
         for cat, vals in [*res["categories"].items(), ("**mean**", res["mean"])]:
-            lines.append(f"| {cat} | " + " | ".join(f"{100 * vals[k]:.2f}" for k in keys) + " |")
+            pub = published_for(result.get("published"), method, None if cat == "**mean**" else cat)
+            lines.append(f"| {cat} | " + " | ".join(
+                f"{100 * vals[k]:.2f}" + (f" (pub. {100 * pub[k]:.1f})" if k in pub else "") for k in keys) + " |")
         lines.append("")
     return "\n".join(lines)

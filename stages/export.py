@@ -16,7 +16,6 @@ from ad_pipeline.export import export_efficientad, onnx_session
 from ad_pipeline.io import atomic_dir, read_json, write_json
 from ad_pipeline.methods.registry import get_method
 from stages.common import ARTIFACTS, load_manifests, method_dir, params, run_context, skip_absent
-from stages.run_method import method_config
 
 EXPORTABLE = ("efficientad", "csad")
 PARITY_IMAGES = 16  # test images used for the parity check
@@ -50,9 +49,10 @@ def export_category(p, method: str, dataset: str, manifest, out: Path) -> dict:
         from ad_pipeline.methods.csad.export import export_csad
 
         cls = get_method(method)
-        cfg = method_config(p.method(method), cls)
+        settings = p.settings(method, dataset, manifest.category)
+        cfg = settings.config
         upstream = {name: method_dir(dataset, name) / manifest.category for name in cls.requires}
-        fitted = cls.load(model_dir, cfg, run_context(p, dataset, method, **upstream))
+        fitted = cls.load(model_dir, cfg, run_context(p, dataset, settings, **upstream))
         info = {"onnx_path": str(onnx_path), "max_abs_diff": export_csad(fitted, onnx_path, images)}
         size = cfg.image_size
     info["onnx_path"] = onnx_path.name  # beside export.json

@@ -2,9 +2,10 @@
 
 An unknown or misspelt key is an error naming the key and suggesting the closest valid one;
 a wrong type names the key and the expected type. Method sections are each method's own
-``Config`` (paper defaults) plus ``datasets`` (where the method runs) and an optional
-``backbone`` override of the top-level one (a non-null own backbone for methods that never
-follow the top-level one, such as MuSc).
+``Config`` plus ``datasets`` (where the method runs) and, for pluggable methods, a ``backbone``;
+the keys a user writes there override the paper defaults and the dataset profiles
+(``datasets.<name>.profile``) on every dataset (MuSc never follows the top-level ``backbone``,
+only its own section's). The resolution is in ``stages/settings.py``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,30 @@ class DatasetParams(Strict):
     raw_root: str | None = None  # VisA only: the raw archive tree converted into ``root``
     require_masks: bool = True  # false: defect images may lack masks (image-level metrics only)
     published: str | None = None  # key of the published-numbers table shown beside ours in the report
+    # What this dataset changes from the papers: {<section>: {key: value, categories: {<cat>: {...}}}}
+    # and allow_random_init (missing pretrained weights are an error unless true).
+    profile: dict[str, Any] = {}
+
+    @field_validator("profile")
+    @classmethod
+    def _profile_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from stages.settings import section_names
+
+        valid = [*section_names(), "allow_random_init"]
+        for key, value in v.items():
+            if key not in valid:
+                close = difflib.get_close_matches(key, valid, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"unknown profile key {key!r}{hint} (valid: {', '.join(valid)})")
+            if key == "allow_random_init" and not isinstance(value, bool):
+                raise ValueError(f"allow_random_init must be true or false, got {value!r}")
+            if key != "allow_random_init" and not isinstance(value, dict):
+                raise ValueError(f"profile.{key} must be a mapping of settings, got {value!r}")
+        return v
+
+    @property
+    def allow_random_init(self) -> bool:
+        return bool(self.profile.get("allow_random_init", False))
 
 
 class SynthesizeParams(Strict):
@@ -81,17 +106,13 @@ class PseudoLabelParams(Strict):
 
     @model_validator(mode="after")
     def _overrides_are_valid(self) -> PseudoLabelParams:
-        for cat in self.category_overrides:
-            self.for_category(cat)
+        for cat, update in self.category_overrides.items():
+            try:
+                PseudoLabelConfig.model_validate(self.labels.model_dump() | update)
+            except ValidationError as e:
+                raise ValueError(f"pseudo_labels.category_overrides.{cat}: {e.errors()[0]['msg']} "
+                                 f"({', '.join(map(str, e.errors()[0]['loc']))})") from None
         return self
-
-    def for_category(self, category: str) -> PseudoLabelConfig:
-        update = self.category_overrides.get(category, {})
-        try:
-            return PseudoLabelConfig.model_validate(self.labels.model_dump() | update)
-        except ValidationError as e:
-            raise ValueError(f"pseudo_labels.category_overrides.{category}: {e.errors()[0]['msg']} "
-                             f"({', '.join(map(str, e.errors()[0]['loc']))})") from None
 
 
 class GateParams(Strict):
@@ -105,7 +126,7 @@ def _pretrained(v: Any) -> Any:
 
 class BaseParams(Strict):
     seed: int = 0
-    backbone: str = "efficientnet_lite0"
+    backbone: str | None = None  # pluggable methods' backbone for every dataset; None = each paper's
     pretrained: Literal["auto", "true", "false"] = "auto"
     weights_dir: str = "weights"
     device: str = "cpu"
@@ -136,8 +157,25 @@ class BaseParams(Strict):
                 raise ValueError(f"fuse.methods names unknown method {name!r}; known: {', '.join(method_names())}")
         return self
 
+    def check_settings(self) -> None:
+        """Resolve every (method, dataset) and profile category once: a bad profile or override
+        key fails at load time, naming the dataset and section."""
+        from stages.settings import effective
+
+        for name in method_names():
+            for ds in getattr(self, name).datasets:
+                cats = self.datasets[ds].profile.get(name, {}).get("categories", {})
+                for cat in [None, *cats]:
+                    effective(self, name, ds, cat)
+
     def method(self, name: str) -> BaseModel:
         return getattr(self, name)
+
+    def settings(self, section: str, dataset: str, category: str | None = None):
+        """Effective settings (paper default ⊕ dataset profile ⊕ user override), see stages/settings.py."""
+        from stages.settings import effective
+
+        return effective(self, section, dataset, category)
 
     def methods_for(self, dataset: str) -> list[str]:
         """Result names evaluated for a dataset: enabled methods, then ``fused`` if configured."""
@@ -161,8 +199,7 @@ def params_model() -> type[BaseParams]:
         config = method.Config
         extra: dict[str, Any] = {"datasets": (list[str], [])}
         if method.pluggable_backbone and "backbone" not in config.model_fields:
-            # overrides the top-level backbone for this method, or (own_backbone) replaces it
-            extra["backbone"] = (str, method.own_backbone) if method.own_backbone else (str | None, None)
+            extra["backbone"] = (str | None, None)  # overrides the top-level backbone for this method
         section = create_model(f"{config.__qualname__}Section_{name}", __base__=config, **extra)
         sections[name] = (section, section())
     return create_model("Params", __base__=BaseParams, **sections)
@@ -178,9 +215,22 @@ def load_params(path: str | Path = "params.yaml") -> BaseParams:
         raise ParamsError(f"not valid YAML ({e})", path=path) from None
     model = params_model()
     try:
-        return model.model_validate(raw)
+        p = model.model_validate(raw)
     except ValidationError as e:
         raise ParamsError(_explain(e, model), path=path, fix="correct the key(s) above in params.yaml") from None
+    try:
+        p.check_settings()
+    except ParamsError as e:
+        raise ParamsError(e.what, path=path, fix=e.fix) from None
+    return p
+
+
+def unwritten_profiles(path: str | Path, p: BaseParams) -> list[str]:
+    """Datasets a method runs on whose ``profile`` key is not written in the params file: their
+    DVC stages depend on ``datasets.<name>.profile``, which DVC reads from the file itself."""
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    used = {ds for name in method_names() for ds in getattr(p, name).datasets}
+    return sorted(ds for ds in used if "profile" not in (raw.get("datasets", {}).get(ds) or {}))
 
 
 def _explain(error: ValidationError, model: type[BaseModel]) -> str:

@@ -17,10 +17,9 @@ from ad_pipeline.data.manifest import Manifest
 from ad_pipeline.errors import LayoutError
 from ad_pipeline.io import atomic_dir
 from ad_pipeline.meta import measured
-from ad_pipeline.methods.psad.method import PSAD, fit_part_segmenter, save_part_segmenter
+from ad_pipeline.methods.psad.method import fit_part_segmenter, save_part_segmenter
 from ad_pipeline.segmentation.proposers import part_label_path
 from stages.common import load_manifests, method_dir, params, run_context, skip_absent, write_meta
-from stages.run_method import method_config
 
 
 def parts_info(manifest: Manifest) -> dict:
@@ -49,11 +48,12 @@ def run(dataset: str) -> None:
     p = params()
     if skip_absent(f"part_segmenter@{dataset}", dataset, method_dir(dataset, "part_segmenter")):
         return
-    base = method_config(p.psad, PSAD)
     with atomic_dir(method_dir(dataset, "part_segmenter")) as out:
         for manifest in load_manifests(dataset):
+            settings = p.settings("psad", dataset, manifest.category)
+            base = settings.config
             cfg = base.model_copy(update={"num_classes": parts_info(manifest).get("num_classes", base.num_classes)})
-            ctx = run_context(p, dataset, "psad")
+            ctx = run_context(p, dataset, settings)
             shots = pick_shots(manifest, cfg.shots)
             unlabeled = [q for q in manifest.paths("train") if q not in shots]
             with measured() as timing:
@@ -61,5 +61,7 @@ def run(dataset: str) -> None:
                                                     cfg, ctx)
             save_part_segmenter(model, out / manifest.category, cfg)
             write_meta(out / manifest.category, method="part_segmenter", section=cfg, ctx=ctx, measured=timing,
+                       settings=settings,
                        extra={"weights": getattr(model.encoder, "weights", "n/a"), "shots": [str(s) for s in shots],
+                              "labels_source": parts_info(manifest).get("source", "manual"),
                               "final_loss": history[-1] if history else None})

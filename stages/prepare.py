@@ -1,4 +1,5 @@
-"""Stage ``prepare@<dataset>``: validate the layout and write one manifest per category.
+"""Stage ``prepare@<dataset>``: validate the layout, run the preflight of the dataset's recipe
+(stages/preflight.py: stops with the list of what is missing) and write one manifest per category.
 
 Writes ``artifacts/<dataset>/manifest/`` (``index.json`` + ``<category>.json``, content-addressed:
 see :mod:`ad_pipeline.data.manifest`) and ``artifacts/<dataset>/ground_truth/<category>.json``
@@ -16,7 +17,8 @@ from pathlib import Path
 from ad_pipeline.data.layouts import absent_dataset, build_manifest, list_categories
 from ad_pipeline.errors import LayoutError
 from ad_pipeline.io import atomic_dir, write_json
-from stages.common import OPTIONS, ground_truth_dir, manifest_dir, params, warn_absent
+from stages import preflight
+from stages.common import OPTIONS, ground_truth_dir, log, manifest_dir, params, warn_absent
 
 
 def run(dataset: str) -> None:
@@ -44,6 +46,7 @@ def run(dataset: str) -> None:
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise LayoutError(f"unknown category {cat!r}.{hint} Found: {', '.join(available)}", path=root,
                               fix=f"fix datasets.{dataset}.categories in params.yaml")
+    log.info("%s", preflight.require(p, dataset))  # everything the recipe needs, before any training
     manifests = [build_manifest(dataset, ds.format, root, cat, val_fraction=ds.val_fraction, seed=p.seed,
                                 progress=not OPTIONS.quiet, require_masks=ds.require_masks) for cat in categories]
     with atomic_dir(manifest_dir(dataset)) as out:

@@ -35,7 +35,8 @@ def run(dataset: str) -> None:
             ctx = run_context(p, dataset)
             seed_everything(p.seed)
             grounded = cfg.grounded_sam.get(cat, cfg.grounded_sam.get("default"))
-            labels_cfg = cfg.for_category(cat)
+            settings = p.settings("pseudo_labels", dataset, cat)
+            labels_cfg = settings.config
             paths = manifest.paths("train")
             with measured() as timing:
                 proposer = build_proposer(labels_cfg, grounded=grounded, weights_dir=ctx.weights_dir,
@@ -51,7 +52,7 @@ def run(dataset: str) -> None:
             miou = (matched_miou(labels.label_maps, [load_mask(t) for t in truth])
                     if all(t.exists() for t in truth) else None)
             log.info("pseudo_labels@%s/%s: %d classes, mIoU vs true parts %s", dataset, cat, labels.num_classes, miou)
-            write_meta(out / cat, method="pseudo_labels", section=labels_cfg, ctx=ctx, measured=timing,
+            write_meta(out / cat, method="pseudo_labels", section=labels_cfg, ctx=ctx, measured=timing, settings=settings,
                        extra={"weights": "random-init" if "random-init" in weights.values() else weights["descriptor"],
                               "component_weights": weights, "num_classes": labels.num_classes,
                               "miou_vs_true_parts": miou, "proposer": labels_cfg.proposer,

@@ -21,16 +21,16 @@ from ad_pipeline.seed import seed_everything
 from stages.common import ARTIFACTS, load_manifests, log, method_dir, params, run_context, skip_absent, write_meta
 from stages.params import BaseParams
 
-# Upstream stages that are not per dataset/category.
-GLOBAL_UPSTREAM = {"efficientad_teacher": ARTIFACTS / "efficientad_teacher"}
-
 Prepare = Callable[[AnomalyMethod, Manifest], None]
 
 
-def method_config(section, method_cls):
-    """The method's own Config from its params section (minus the pipeline-only keys)."""
-    own = set(method_cls.Config.model_fields)
-    return method_cls.Config(**{k: v for k, v in section.model_dump().items() if k in own})
+def teacher_dir(dataset: str) -> Path:
+    """``efficientad_teacher@<dataset>``'s output: the PDN teacher EfficientAD uses on that dataset."""
+    return ARTIFACTS / "efficientad_teacher" / dataset
+
+
+def upstream_dir(name: str, dataset: str, category: str) -> Path:
+    return teacher_dir(dataset) if name == "efficientad_teacher" else method_dir(dataset, name) / category
 
 
 MIN_THRESHOLD_IMAGES = 20  # fewer normal images than this make the threshold a guess: warn
@@ -76,10 +76,10 @@ def run_category(p: BaseParams, method: str, dataset: str, manifest: Manifest, c
     ``prepare(model, manifest)`` runs before fitting (e.g. PSAD loads PatchCore's dumps).
     """
     method_cls = get_method(method)
-    cfg = method_config(p.method(method), method_cls)
-    upstream = {name: GLOBAL_UPSTREAM.get(name, method_dir(dataset, name) / manifest.category)
-                for name in method_cls.requires}
-    ctx = run_context(p, dataset, method, **upstream)
+    settings = p.settings(method, dataset, manifest.category)
+    cfg = settings.config
+    upstream = {name: upstream_dir(name, dataset, manifest.category) for name in method_cls.requires}
+    ctx = run_context(p, dataset, settings, **upstream)
     log.info("%s@%s: category %s", method, dataset, manifest.category)
     seed_everything(p.seed)
     validation = manifest.paths("validation")
@@ -107,7 +107,7 @@ def run_category(p: BaseParams, method: str, dataset: str, manifest: Manifest, c
         "image_size": list(image_size(manifest.paths("test" if method_cls.zero_shot else "train")[0])),
         "upstream": {k: str(v) for k, v in upstream.items()},
     }
-    write_meta(cat_dir, method=method, section=cfg, ctx=ctx, measured=timing, extra=extra)
+    write_meta(cat_dir, method=method, section=cfg, ctx=ctx, measured=timing, extra=extra, settings=settings)
 
 
 def run(method: str, dataset: str, prepare: Prepare | None = None) -> None:

@@ -9,22 +9,22 @@ from ad_pipeline.data.images import load_batch
 from ad_pipeline.data.manifest import SPLITS
 from ad_pipeline.io import atomic_dir, write_json
 from ad_pipeline.meta import measured
-from ad_pipeline.methods.csad.method import CSAD, fit_segmentor, save_segmentor
+from ad_pipeline.methods.csad.method import fit_segmentor, save_segmentor
 from ad_pipeline.segmentation.pseudo_labels import PseudoLabels
 from ad_pipeline.segmentation.train import predict_labels
 from stages.common import load_manifests, method_dir, params, run_context, skip_absent, write_meta
-from stages.run_method import method_config
 
 
 def run(dataset: str) -> None:
     p = params()
     if skip_absent(f"segmentor@{dataset}", dataset, method_dir(dataset, "segmentor")):
         return
-    cfg = method_config(p.csad, CSAD)
     with atomic_dir(method_dir(dataset, "segmentor")) as out:
         for manifest in load_manifests(dataset):
             cat_dir = out / manifest.category
-            ctx = run_context(p, dataset, "csad")
+            settings = p.settings("csad", dataset, manifest.category)
+            cfg = settings.config
+            ctx = run_context(p, dataset, settings)
             labels = PseudoLabels.load(method_dir(dataset, "pseudo_labels") / manifest.category)
             with measured() as timing:
                 model, history = fit_segmentor(manifest.paths("train"), labels, cfg, ctx)
@@ -39,5 +39,5 @@ def run(dataset: str) -> None:
                 for row, m in enumerate(maps):
                     Image.fromarray(m.astype("uint8")).save(cat_dir / "parts" / split / f"{row:04d}.png")
             write_json(cat_dir / "history.json", history)
-            write_meta(cat_dir, method="segmentor", section=cfg, ctx=ctx, measured=timing,
+            write_meta(cat_dir, method="segmentor", section=cfg, ctx=ctx, measured=timing, settings=settings,
                        extra={"weights": getattr(model.encoder, "weights", "n/a"), "num_classes": labels.num_classes})

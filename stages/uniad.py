@@ -19,7 +19,6 @@ from ad_pipeline.methods.uniad.score import score_uniad
 from ad_pipeline.methods.uniad.train import train_unified
 from ad_pipeline.seed import seed_everything
 from stages.common import ARTIFACTS, OPTIONS, load_manifests, method_dir, params, run_context, skip_absent, write_meta
-from stages.run_method import method_config
 
 
 def checkpoint_dir(dataset: str):
@@ -27,19 +26,18 @@ def checkpoint_dir(dataset: str):
 
 
 def run(dataset: str) -> None:
-    from ad_pipeline.methods.uniad import method as uniad_method
-
     p = params()
     if skip_absent(f"uniad@{dataset}", dataset, [method_dir(dataset, "uniad"), checkpoint_dir(dataset)]):
         return
-    cfg = method_config(p.uniad, uniad_method.UniAD)
+    settings = p.settings("uniad", dataset)
+    cfg = settings.config
     nproc = cfg.distributed.nproc_per_node
     if nproc > 1 and not under_torchrun():
         argv = ["-m", "stages", "--params", str(OPTIONS.params_path), *(["--quiet"] if OPTIONS.quiet else []),
                 "uniad", dataset]
         raise SystemExit(relaunch_under_torchrun(nproc, argv))
     manifests = load_manifests(dataset)
-    ctx = run_context(p, dataset, "uniad")
+    ctx = run_context(p, dataset, settings)
     seed_everything(p.seed)
     with measured() as timing:
         result = train_unified({m.category: m.paths("train") for m in manifests}, cfg, ctx, checkpoint_dir(dataset),
@@ -59,5 +57,5 @@ def run(dataset: str) -> None:
                     write_scores(cat_dir, split, manifest.fingerprint(split), s.scores, s.maps,
                                  writer=f"uniad@{dataset}")
             meta = {k: v for k, v in result.meta.items() if k != "loss_history"}
-            write_meta(cat_dir, method="uniad", section=cfg, ctx=ctx, measured=dict(timing),
+            write_meta(cat_dir, method="uniad", section=cfg, ctx=ctx, measured=dict(timing), settings=settings,
                        extra={"setting": "unified", "categories": [m.category for m in manifests], **meta})

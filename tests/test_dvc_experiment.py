@@ -50,6 +50,7 @@ def project(tmp_path_factory):
         params[method]["datasets"] = []
     params["fuse"]["datasets"] = []
     del params["datasets"]["real_bottle"]  # its root lies outside the clone (see README)
+    params["backbone"] = "efficientnet_lite0"  # a top-level choice (the committed null = each paper's / profile's)
     params["datasets"]["synthetic_ad"]["categories"] = ["disc"]
     params["patchcore"] |= {"datasets": ["synthetic_ad"], "resize": 112, "image_size": 112,
                             "pretrain_embed_dim": 64, "target_embed_dim": 64}

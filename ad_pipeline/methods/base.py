@@ -60,10 +60,10 @@ class AnomalyMethod(abc.ABC):
     Config: ClassVar[type[MethodConfig]]
     zero_shot: ClassVar[bool] = False
     requires: ClassVar[tuple[str, ...]] = ()  # upstream stages whose model dirs it reads
-    pluggable_backbone: ClassVar[bool] = False  # its backbone is a param (the top-level `backbone` by default)
-    # Default backbone of a pluggable method that never follows the top-level `backbone`: its
-    # params section's `backbone` is then a non-null name (MuSc needs a ViT of its own).
-    own_backbone: ClassVar[str | None] = None
+    pluggable_backbone: ClassVar[bool] = False  # follows the top-level `backbone` param
+    paper_backbone: ClassVar[str | None] = None  # a pluggable method's backbone in its paper
+    # False: the top-level `backbone` never applies (MuSc needs a ViT; its section's `backbone` does)
+    follows_top_level_backbone: ClassVar[bool] = True
 
     def __init__(self, cfg: MethodConfig, ctx: RunContext):
         self.cfg = cfg

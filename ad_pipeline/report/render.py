@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping, Sequence
 
-from ad_pipeline.report.published import PUBLISHED
+from ad_pipeline.report.published import published_for
 
 HEADLINE = {
     "mvtec_loco": ["image_auroc_logical", "image_auroc_structural", "image_auroc_mean",
@@ -42,9 +42,30 @@ def weights_line(result: Mapping) -> str:
     return f"weights: RANDOM-INIT for {', '.join(random)} — numbers are not comparable to published ones"
 
 
-def _published(result: Mapping, method: str, key: str) -> float | None:
-    table = PUBLISHED.get(result.get("published") or "", {})
-    return table.get(method, {}).get(key)
+def recipe_line(recipe: Mapping | None) -> str:
+    """'paper recipe' or 'NOT the paper recipe: <setting> (<source>), …', then the budget used."""
+    if recipe is None:
+        return "recipe: unknown (no recipe marks in meta.json)"
+    budget = ", ".join(f"{k} {v}" for k, v in recipe.get("budget", {}).items() if v is not None)
+    if recipe["paper_recipe"]:
+        head = "paper recipe"
+    else:
+        dev = recipe["deviations"]
+        head = f"NOT the paper recipe: {', '.join(f'{k} ({v})' for k, v in sorted(dev.items()))}" if dev else \
+            "NOT the paper recipe"
+    return head + (f" — budget: {budget}" if budget else "")
+
+
+def recipe_summary(result: Mapping) -> str:
+    """One line per dataset: which methods did not run the paper recipe."""
+    off = sorted(m for m, r in result["methods"].items() if not (r.get("recipe") or {}).get("paper_recipe", False))
+    if not off:
+        return "every method ran its paper recipe"
+    return f"NOT the paper recipe: {', '.join(off)} (budgets / settings / weights per method below)"
+
+
+def _published(result: Mapping, method: str, key: str, category: str | None = None) -> float | None:
+    return published_for(result.get("published"), method, category).get(key)
 
 
 def export_rows(exports: Mapping[str, Mapping]) -> list[list[str]]:
@@ -65,6 +86,7 @@ def render_markdown(results: Sequence[Mapping], exports: Mapping[str, Mapping] |
     for result in results:
         cols = columns(result)
         out += [f"## {result['dataset']} ({result['format']})", "", f"_{weights_line(result)}_", "",
+                f"_{recipe_summary(result)}_", "",
                 "| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
         for method, res in result["methods"].items():
             cells = []
@@ -74,10 +96,14 @@ def render_markdown(results: Sequence[Mapping], exports: Mapping[str, Mapping] |
             out.append(f"| {method} | " + " | ".join(cells) + " |")
         out.append("")
         for method, res in result["methods"].items():
-            out += [f"### {result['dataset']} / {method} per category", "",
+            out += [f"### {result['dataset']} / {method} per category", "", f"_{recipe_line(res.get('recipe'))}_", "",
                     "| category | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
             for cat, vals in res["categories"].items():
-                out.append(f"| {cat} | " + " | ".join(_fmt(vals.get(k)) for k in cols) + " |")
+                cells = []
+                for k in cols:
+                    pub = _published(result, method, k, cat)
+                    cells.append(_fmt(vals.get(k)) + (f" (pub. {_fmt(pub)})" if pub is not None else ""))
+                out.append(f"| {cat} | " + " | ".join(cells) + " |")
             out.append("")
     if exports:
         out += ["## ONNX exports", "", "| " + " | ".join(EXPORT_HEAD) + " |", "|---" * len(EXPORT_HEAD) + "|"]
@@ -87,13 +113,14 @@ def render_markdown(results: Sequence[Mapping], exports: Mapping[str, Mapping] |
 
 
 def _table_html(result: Mapping, rows: Mapping[str, Mapping], cols: list[str], method: str | None) -> str:
+    """Rows are methods (``method`` None: means) or one method's categories."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = []
     for name, vals in rows.items():
         cells = []
         for k in cols:
-            pub = _published(result, method or name, k)
-            extra = f' <span class="pub">pub. {_fmt(pub)}</span>' if pub is not None and method is None else ""
+            pub = _published(result, method or name, k, name if method else None)
+            extra = f' <span class="pub">pub. {_fmt(pub)}</span>' if pub is not None else ""
             cells.append(f"<td>{_fmt(vals.get(k))}{extra}</td>")
         body.append(f"<tr><td>{html.escape(name)}</td>{''.join(cells)}</tr>")
     first = "method" if method is None else "category"
@@ -113,12 +140,15 @@ def render_html(results: Sequence[Mapping], figures: Mapping[str, Mapping[str, l
         cols = columns(result)
         warn = weights_line(result)
         cls = "warn" if "RANDOM" in warn else ""
+        recipe = recipe_summary(result)
         parts.append(f"<h2 id='{html.escape(ds)}'>{html.escape(ds)} ({html.escape(result['format'])})</h2>"
-                     f"<p class='{cls}'>{html.escape(warn)}</p>")
+                     f"<p class='{cls}'>{html.escape(warn)}</p>"
+                     f"<p class='{'warn' if recipe.startswith('NOT') else ''}'>{html.escape(recipe)}</p>")
         parts.append(_table_html(result, {m: r["mean"] for m, r in result["methods"].items()}, cols, None))
         for method, res in result["methods"].items():
             parts.append(f"<details><summary>{html.escape(method)} per category</summary>"
                          f"<p class='{cls}'>weights: {html.escape(res['weights'])}</p>"
+                         f"<p>{html.escape(recipe_line(res.get('recipe')))}</p>"
                          f"{_table_html(result, res['categories'], cols, method)}</details>")
         for cat, paths in figures.get(ds, {}).items():
             overlays = [p for p in paths if "/cases_" in p]

@@ -85,7 +85,8 @@ class MuSc(AnomalyMethod):
     Config = MuScConfig
     zero_shot = True
     pluggable_backbone = True
-    own_backbone = "ViT-L-14-336"  # the paper's; never the top-level (CNN) backbone
+    paper_backbone = "ViT-L-14-336"
+    follows_top_level_backbone = False  # a ViT of its own, never the top-level (CNN) backbone
 
     def __init__(self, cfg: MuScConfig, ctx: RunContext, *, backbone: Backbone | None = None):
         """``backbone``: an already built ``ctx.backbone`` to share (tests, benchmarks); else built lazily."""

@@ -69,6 +69,7 @@ class PatchCore(AnomalyMethod):
     name = "patchcore"
     Config = PatchCoreConfig
     pluggable_backbone = True
+    paper_backbone = "wide_resnet50_2"
 
     def __init__(self, cfg: PatchCoreConfig, ctx: RunContext):
         super().__init__(cfg, ctx)
