@@ -1,11 +1,15 @@
-"""Stage ``prepare@<dataset>``: validate the layout and write one manifest per category."""
+"""Stage ``prepare@<dataset>``: validate the layout and write one manifest per category.
+
+cifar10: the pickles are decoded and written as PNGs to ``<manifest dir>/images/``, the
+root of all four split manifests (so the manifests point at files every stage can load).
+"""
 
 from __future__ import annotations
 
 import difflib
 from pathlib import Path
 
-from ad_pipeline.data.layouts import build_manifest, list_categories
+from ad_pipeline.data.layouts import build_manifest, cifar10, list_categories
 from ad_pipeline.errors import LayoutError
 from ad_pipeline.io import atomic_dir, write_json
 from stages.common import OPTIONS, manifest_dir, params
@@ -28,8 +32,15 @@ def run(dataset: str) -> None:
             raise LayoutError(f"unknown category {cat!r}.{hint} Found: {', '.join(available)}", path=root,
                               fix=f"fix datasets.{dataset}.categories in params.yaml")
     with atomic_dir(manifest_dir(dataset)) as out:
-        for cat in categories:
-            manifest = build_manifest(dataset, ds.format, root, cat, val_fraction=ds.val_fraction, seed=p.seed,
-                                      progress=not OPTIONS.quiet, require_masks=ds.require_masks)
-            manifest.save(out / f"{cat}.json")
+        if ds.format == cifar10.NAME:
+            data = cifar10.read_cifar10(root)
+            cifar10.write_images(data, out / "images")
+            for cat in categories:  # root: where atomic_dir moves the images
+                cifar10.build_manifest(dataset, data, manifest_dir(dataset) / "images", cat,
+                                       val_fraction=ds.val_fraction, seed=p.seed).save(out / f"{cat}.json")
+        else:
+            for cat in categories:
+                manifest = build_manifest(dataset, ds.format, root, cat, val_fraction=ds.val_fraction, seed=p.seed,
+                                          progress=not OPTIONS.quiet, require_masks=ds.require_masks)
+                manifest.save(out / f"{cat}.json")
         write_json(out / "index.json", {"dataset": dataset, "format": ds.format, "categories": categories})

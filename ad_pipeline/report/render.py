@@ -98,7 +98,8 @@ def _table_html(result: Mapping, rows: Mapping[str, Mapping], cols: list[str], m
 
 def render_html(results: Sequence[Mapping], figures: Mapping[str, Mapping[str, list[str]]], generated: str,
                 exports: Mapping[str, Mapping] | None = None) -> str:
-    """``figures[dataset][category]`` lists relative PNG paths (curves first, then overlays)."""
+    """``figures[dataset][category]`` lists relative PNG paths (curves first, then overlays
+    ``img/cases_*`` and visualisations ``img/vis_*``, shown full width)."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>ad-pipeline results</title>"
              f"<style>{CSS}</style></head><body><h1>ad-pipeline results</h1><p>generated {html.escape(generated)}</p>"]
     for result in results:
@@ -114,7 +115,7 @@ def render_html(results: Sequence[Mapping], figures: Mapping[str, Mapping[str, l
                          f"<p class='{cls}'>weights: {html.escape(res['weights'])}</p>"
                          f"{_table_html(result, res['categories'], cols, method)}</details>")
         for cat, paths in figures.get(ds, {}).items():
-            overlays = [p for p in paths if "/cases_" in p]
+            overlays = [p for p in paths if "/cases_" in p or "/vis_" in p]
             curves = [p for p in paths if p not in overlays]
             parts.append(f"<h3>{html.escape(ds)} / {html.escape(cat)}</h3><div class='figs'>"
                          + "".join(f"<img src='{html.escape(p)}' alt='{html.escape(p)}'>" for p in curves)
