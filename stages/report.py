@@ -49,9 +49,10 @@ def _figures(result: dict, out: Path, limit: float) -> dict[str, list[str]]:
             rel = f"img/roc_{ds}_{cat}.png"
             roc_figure(labels, {m: d[0] for m, d in dumps.items()}, f"{ds} / {cat}: image ROC", out / rel)
             paths.append(rel)
+        has_masks = any(s.mask_paths for s in manifest.split("test"))  # none for cifar10
         curves = {m: pro_curve(_masks_like(manifest, maps), maps) for m, (_, maps) in dumps.items()
-                  if maps is not None and result["format"] != "mvtec_loco" and labels.sum() > 0}
-        if curves and any(s.mask_paths for s in manifest.split("test")):
+                  if maps is not None and result["format"] != "mvtec_loco" and labels.sum() > 0 and has_masks}
+        if curves:
             rel = f"img/pro_{ds}_{cat}.png"
             pro_figure(curves, limit, f"{ds} / {cat}: PRO (map resolution)", out / rel)
             paths.append(rel)

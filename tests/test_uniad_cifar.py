@@ -116,28 +116,33 @@ def invoke(*args: str) -> str:
     return result.output
 
 
-@pytest.fixture
-def workdir(tmp_path):
-    write_cifar10(tmp_path / "data" / "cifar10")
+VIS_TINY = {"datasets": ["cifar10"], "planes": [16, 8, 8, 8], "blocks": [1, 1, 1, 1], "epochs": 15, "lr": 3e-3,
+            "batch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cifar")
+    write_cifar10(root / "data" / "cifar10")
     params = {"seed": 0, "pretrained": "false",
               "datasets": {"cifar10": {"root": "data/cifar10", "format": "cifar10", "published": "cifar10"}},
-              "uniad": UNIAD_TINY}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+              "uniad": UNIAD_TINY, "uniad_vis": VIS_TINY, "summary_datasets": ["cifar10"]}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
     old = os.getcwd()
-    os.chdir(tmp_path)
+    os.chdir(root)
     try:
-        yield tmp_path
+        invoke("prepare", "cifar10")
+        invoke("uniad", "cifar10")
+        invoke("evaluate", "cifar10")
+        yield root
     finally:
         os.chdir(old)
 
 
 def test_prepare_uniad_evaluate_on_the_official_layout(workdir):
-    invoke("prepare", "cifar10")
     index = yaml.safe_load((workdir / "artifacts/cifar10/manifest/index.json").read_text())
     assert index["categories"] == ["01234", "56789", "02468", "13579"]
     assert len(list((workdir / "artifacts/cifar10/manifest/images").rglob("*.png"))) == 70
-    invoke("uniad", "cifar10")
-    invoke("evaluate", "cifar10")
     metrics = yaml.safe_load((workdir / "metrics/cifar10.json").read_text())
     uniad = metrics["methods"]["uniad"]
     assert list(uniad["categories"]) == ["01234", "56789", "02468", "13579"]
@@ -154,15 +159,37 @@ def test_prepare_uniad_evaluate_on_the_official_layout(workdir):
     assert (workdir / "artifacts/checkpoints/uniad/cifar10/02468/checkpoint.pth").exists()
 
 
-def test_prepare_without_the_data_names_the_folder(workdir):
-    import shutil
+@pytest.mark.slow  # ≈ 20 s: four decoders and the report
+def test_vis_stage_and_report_show_reconstructions(workdir):
+    invoke("uniad-vis", "cifar10")
+    vis = workdir / "artifacts/vis/uniad/cifar10"
+    summary = yaml.safe_load((vis / "vis.json").read_text())
+    assert list(summary["groups"]) == list(cifar10.SPLITS)
+    for split, group in summary["groups"].items():
+        assert group["categories"] == [split] and group["n_images"] == 20  # the split's test images (seed)
+        assert group["loss_after"] < group["loss_before"] and len(group["loss_history"]) == 15
+        assert [c for _, c in group["cases"][split]] == ["best: highest-scored anomaly", "worst: lowest-scored anomaly",
+                                                        "worst: highest-scored normal image"]
+        for name in ("reconstruction.png", "queries.png"):
+            assert Image.open(vis / split / name).size[0] > 300
+    invoke("report")
+    page = (workdir / "report/index.html").read_text()
+    for split in cifar10.SPLITS:
+        assert f"src='img/vis_cifar10_{split}_uniad_reconstruction.png'" in page
+        assert (workdir / f"report/img/vis_cifar10_{split}_uniad_queries.png").exists()
+    assert "pub. 86.50" in page  # the published mean beside ours
 
-    shutil.rmtree(workdir / "data/cifar10/cifar-10-batches-py")
+
+def test_prepare_without_the_data_names_the_folder(tmp_path, monkeypatch):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(
+        {"datasets": {"cifar10": {"root": "data/cifar10", "format": "cifar10"}}}))
+    (tmp_path / "data/cifar10").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["--quiet", "prepare", "cifar10"])
     assert result.exit_code != 0
     err = str(result.exception) if result.exception else result.output
     assert "no cifar-10-batches-py folder here" in err and "cifar-10-python.tar.gz" in err
-    assert not (workdir / "artifacts/cifar10/manifest").exists()  # no partial artifact
+    assert not (tmp_path / "artifacts/cifar10/manifest").exists()  # no partial artifact
 
 
 def test_class_image_fixture_differs_by_class():

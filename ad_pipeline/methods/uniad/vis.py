@@ -114,7 +114,7 @@ def train_decoder(decoder: VisDecoder, features: Tensor, images: Tensor, cfg: Vi
             loss.backward()
             nn.utils.clip_grad_norm_(decoder.parameters(), cfg.grad_clip)
             optimizer.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         scheduler.step()
         history.append(total / len(features))
     return history
