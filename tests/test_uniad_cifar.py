@@ -195,3 +195,35 @@ def test_prepare_without_the_data_names_the_folder(tmp_path, monkeypatch):
 def test_class_image_fixture_differs_by_class():
     rng = np.random.default_rng(0)
     assert np.abs(class_image(0, rng).astype(int) - class_image(5, rng).astype(int)).mean() > 20
+
+
+@pytest.mark.slow  # ≈ 1 min: DVC on a clone of HEAD
+def test_dvc_repro_evaluate_cifar10_on_a_generated_folder(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    root = tmp_path / "repo"
+    env = os.environ | {"PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
+                        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@t"}
+
+    def sh(*cmd: str) -> str:
+        done = subprocess.run(cmd, cwd=root if root.exists() else REPO, env=env, capture_output=True, text=True,
+                              timeout=900)
+        assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
+        return done.stdout + done.stderr
+
+    sh("git", "clone", "-q", str(REPO), str(root))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["pretrained"] = "false"
+    params["uniad"] |= {k: v for k, v in UNIAD_TINY.items() if k != "datasets"}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_cifar10(root / "data" / "cifar10")
+    out = sh("dvc", "repro", "evaluate@cifar10")
+    assert "Running stage 'uniad@cifar10'" in out and "Running stage 'uniad@synthetic_ad'" not in out
+    metrics = yaml.safe_load((root / "metrics/cifar10.json").read_text())
+    assert metrics["published"] == "cifar10" and list(metrics["methods"]) == ["uniad"]
+    assert list(metrics["methods"]["uniad"]["categories"]) == list(cifar10.SPLITS)
+    assert "Running stage" not in sh("dvc", "repro", "evaluate@cifar10")  # cached
