@@ -70,7 +70,8 @@ def _visualise_group(manifests: list[Manifest], cfg: Config, vis: VisConfig, ctx
     final = reconstruction_loss(decoder, features, images)
 
     model = build_model(cfg, tuple(features.shape[1:]))
-    model.load_state_dict(load_model_state(method_dir(manifests[0].dataset, "uniad") / manifests[0].category / MODEL_FILE))
+    first = manifests[0]
+    model.load_state_dict(load_model_state(method_dir(first.dataset, "uniad") / first.category / MODEL_FILE))
     model = model.to(device).eval()
     queries = {name: decode(decoder, f, mean, std)[0] for name, f in query_features(model, ctx.seed).items()}
     cases = {}

@@ -1,6 +1,7 @@
 """Published numbers from the seed READMEs and papers, shown beside ours in the report.
 
-Values are fractions (0–1) keyed like our metrics. Only dataset means are listed; where a
+Values are fractions (0–1) keyed like our metrics. Dataset means, and per category under
+``categories`` where the source gives them (UniAD's CIFAR-10 splits); where a
 source reports something slightly different (e.g. PUAD's pooled LOCO AUROC, PatchCore's
 anomaly-only PRO) the note says so. Sources: ../shared/spec/*.md of the project.
 """
@@ -32,8 +33,9 @@ PUBLISHED: dict[str, dict[str, dict]] = {
         "efficientad": {"image_auroc": 0.975, "note": "EfficientAD-S paper"},
     },
     "cifar10": {
-        "uniad": {"image_auroc": 0.865, "note": "unified per split, 8 GPUs, `mean` score; splits {01234} 84.4, "
-                  "{56789} 79.6, {02468} 93.0, {13579} 89.1"},
+        "uniad": {"image_auroc": 0.865, "note": "one unified model per normal-class split, 8 GPUs, `mean` score",
+                  "categories": {"01234": {"image_auroc": 0.844}, "56789": {"image_auroc": 0.796},
+                                 "02468": {"image_auroc": 0.930}, "13579": {"image_auroc": 0.891}}},
     },
     "btad": {
         "musc": {"image_auroc": 0.9616, "pixel_auroc": 0.9735, "note": "repo re-run ViT-L-14-336@518"},

@@ -42,9 +42,10 @@ def weights_line(result: Mapping) -> str:
     return f"weights: RANDOM-INIT for {', '.join(random)} — numbers are not comparable to published ones"
 
 
-def _published(result: Mapping, method: str, key: str) -> float | None:
-    table = PUBLISHED.get(result.get("published") or "", {})
-    return table.get(method, {}).get(key)
+def _published(result: Mapping, method: str, key: str, category: str | None = None) -> float | None:
+    """The published mean (or ``category``'s value) of ``method`` on the result's dataset, if listed."""
+    entry = PUBLISHED.get(result.get("published") or "", {}).get(method, {})
+    return (entry.get("categories", {}).get(category, {}) if category else entry).get(key)
 
 
 def export_rows(exports: Mapping[str, Mapping]) -> list[list[str]]:
@@ -56,6 +57,11 @@ def export_rows(exports: Mapping[str, Mapping]) -> list[list[str]]:
 EXPORT_HEAD = ["model (dataset/method)", "category", "weights", "max |Δ| torch vs ONNX", "ONNX Runtime CPU ms/image"]
 
 
+def _md_cell(result: Mapping, method: str, key: str, vals: Mapping, category: str | None = None) -> str:
+    pub = _published(result, method, key, category)
+    return _fmt(vals.get(key)) + (f" (pub. {_fmt(pub)})" if pub is not None else "")
+
+
 def render_markdown(results: Sequence[Mapping], exports: Mapping[str, Mapping] | None = None) -> str:
     out = ["# ad-pipeline results", ""]
     for result in results:
@@ -63,17 +69,13 @@ def render_markdown(results: Sequence[Mapping], exports: Mapping[str, Mapping] |
         out += [f"## {result['dataset']} ({result['format']})", "", f"_{weights_line(result)}_", "",
                 "| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
         for method, res in result["methods"].items():
-            cells = []
-            for k in cols:
-                pub = _published(result, method, k)
-                cells.append(_fmt(res["mean"].get(k)) + (f" (pub. {_fmt(pub)})" if pub is not None else ""))
-            out.append(f"| {method} | " + " | ".join(cells) + " |")
+            out.append(f"| {method} | " + " | ".join(_md_cell(result, method, k, res["mean"]) for k in cols) + " |")
         out.append("")
         for method, res in result["methods"].items():
             out += [f"### {result['dataset']} / {method} per category", "",
                     "| category | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
             for cat, vals in res["categories"].items():
-                out.append(f"| {cat} | " + " | ".join(_fmt(vals.get(k)) for k in cols) + " |")
+                out.append(f"| {cat} | " + " | ".join(_md_cell(result, method, k, vals, cat) for k in cols) + " |")
             out.append("")
     if exports:
         out += ["## ONNX exports", "", "| " + " | ".join(EXPORT_HEAD) + " |", "|---" * len(EXPORT_HEAD) + "|"]
@@ -88,8 +90,8 @@ def _table_html(result: Mapping, rows: Mapping[str, Mapping], cols: list[str], m
     for name, vals in rows.items():
         cells = []
         for k in cols:
-            pub = _published(result, method or name, k)
-            extra = f' <span class="pub">pub. {_fmt(pub)}</span>' if pub is not None and method is None else ""
+            pub = _published(result, name, k) if method is None else _published(result, method, k, name)
+            extra = f' <span class="pub">pub. {_fmt(pub)}</span>' if pub is not None else ""
             cells.append(f"<td>{_fmt(vals.get(k))}{extra}</td>")
         body.append(f"<tr><td>{html.escape(name)}</td>{''.join(cells)}</tr>")
     first = "method" if method is None else "category"

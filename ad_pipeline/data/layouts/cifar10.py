@@ -58,11 +58,17 @@ class Cifar10:
     test_labels: np.ndarray
 
 
+def missing_text(root: Path) -> str:
+    """What to download and where to put it (the ``fix`` of every missing-data error)."""
+    return (f"{HOW_TO_GET} into {root} (or point the dataset's `root` in params.yaml at the folder holding "
+            f"{BATCHES}); expected cifar10 layout:\n{SKETCH}")
+
+
 def batches_dir(root: Path) -> Path:
     """``root/cifar-10-batches-py`` (or ``root`` itself if it is that folder), all files present."""
     root = Path(root)
     folder = root if root.name == BATCHES else root / BATCHES
-    fix = f"{HOW_TO_GET} into {root} (or point the dataset's `root` in params.yaml at it); expected cifar10 layout:\n{SKETCH}"
+    fix = missing_text(root)
     if not root.is_dir():
         raise LayoutError("dataset root not found", path=root, fix=fix)
     if not folder.is_dir():

@@ -82,9 +82,9 @@ class VisDecoder(nn.Module):
             layers += [UpBlock(cin, cout, scale), *(UpBlock(cout, cout) for _ in range(n - 1))]
             cin = cout
         self.stages = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear"), nn.Conv2d(cin, cin, 7, padding=3, bias=False),
-                                  nn.BatchNorm2d(cin), nn.ReLU(), nn.Upsample(scale_factor=2, mode="bilinear"),
-                                  nn.Conv2d(cin, 3, 1, bias=False))
+        self.head = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="bilinear"), nn.Conv2d(cin, cin, 7, padding=3, bias=False),
+            nn.BatchNorm2d(cin), nn.ReLU(), nn.Upsample(scale_factor=2, mode="bilinear"), nn.Conv2d(cin, 3, 1, bias=False))
 
     def forward(self, features: Tensor) -> Tensor:
         return self.head(self.stages(features))
