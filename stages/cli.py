@@ -113,6 +113,14 @@ def uniad(dataset: str) -> None:
     stage.run(dataset)
 
 
+@app.command("uniad-vis")
+def uniad_vis(dataset: str) -> None:
+    """Train UniAD's visualisation decoder and render reconstructions and learned queries."""
+    from stages import uniad_vis as stage
+
+    stage.run(dataset)
+
+
 @app.command("pseudo-labels")
 def pseudo_labels(dataset: str) -> None:
     """CSAD pseudo-labels of the training images (mask proposer + clustering)."""

@@ -21,10 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from ad_pipeline.errors import ParamsError
 from ad_pipeline.methods.efficientad.teacher import TeacherConfig
 from ad_pipeline.methods.registry import get_method, method_names
+from ad_pipeline.methods.uniad.vis import VisConfig
 from ad_pipeline.segmentation.grounded_sam import GroundedSamConfig
 from ad_pipeline.segmentation.pseudo_labels import PseudoLabelConfig
 
-FORMATS = ("mvtec_ad", "mvtec_loco", "visa", "btad", "folder")
+FORMATS = ("mvtec_ad", "mvtec_loco", "visa", "btad", "folder", "cifar10")
 
 
 class Strict(BaseModel):
@@ -35,7 +36,7 @@ class DatasetParams(Strict):
     """One dataset: where it lives and how it is laid out."""
 
     root: str
-    format: Literal["mvtec_ad", "mvtec_loco", "visa", "btad", "folder"]
+    format: Literal["mvtec_ad", "mvtec_loco", "visa", "btad", "folder", "cifar10"]
     categories: list[str] | Literal["all"] = "all"
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     raw_root: str | None = None  # VisA only: the raw archive tree converted into ``root``
@@ -115,6 +116,12 @@ class PseudoLabelParams(Strict):
         return self
 
 
+class UniADVisParams(VisConfig):
+    """UniAD's visualisation decoders (``uniad_vis@<dataset>``, optional: runs for ``datasets``)."""
+
+    datasets: list[str] = []
+
+
 class GateParams(Strict):
     tolerance: float = Field(0.005, ge=0.0)
 
@@ -138,6 +145,7 @@ class BaseParams(Strict):
     fuse: FuseParams = FuseParams()
     efficientad_teacher: TeacherConfig = TeacherConfig()
     pseudo_labels: PseudoLabelParams = PseudoLabelParams()
+    uniad_vis: UniADVisParams = UniADVisParams()
     gate: GateParams = GateParams()
     summary_datasets: list[str] = []  # datasets whose metrics form the top-level metrics.json
 
@@ -152,6 +160,10 @@ class BaseParams(Strict):
                 _require_dataset(ref, self.datasets, f"{name}.datasets")
         for ref in self.fuse.datasets:
             _require_dataset(ref, self.datasets, "fuse.datasets")
+        for ref in self.uniad_vis.datasets:
+            _require_dataset(ref, self.datasets, "uniad_vis.datasets")
+            if ref not in self.uniad.datasets:
+                raise ValueError(f"uniad_vis.datasets names {ref!r}, where uniad does not run; add it to uniad.datasets")
         for name in self.fuse.methods:
             if name not in method_names():
                 raise ValueError(f"fuse.methods names unknown method {name!r}; known: {', '.join(method_names())}")

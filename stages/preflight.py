@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ad_pipeline.backbones.registry import get_spec
 from ad_pipeline.backbones.weights import find_weights, official_file_name, weights_dir_candidates
+from ad_pipeline.data.layouts import absent_dataset, cifar10
 from ad_pipeline.data.layouts import common as layout_common
 from ad_pipeline.errors import UserError
 from ad_pipeline.methods.efficientad.data import IMAGE_SUFFIXES
@@ -34,7 +35,7 @@ STAGES = {"patchcore": ["patchcore"], "musc": ["musc"], "efficientad": ["efficie
           "psad": ["part_segmenter", "psad"]}
 # Official (train, test) image counts and categories, for estimates before the data is placed.
 OFFICIAL_SIZE = {"mvtec_ad": (3629, 1725, 15), "mvtec_loco": (1772, 1568, 5), "visa": (8659, 2162, 12),
-                 "btad": (1799, 741, 3)}
+                 "btad": (1799, 741, 3), "cifar10": (4 * 25000, 4 * 10000, 4)}
 # Rough GPU seconds per unit (A100-class; the papers' reported times where they give any).
 COST = {"patchcore_image": 0.05, "musc_image": 0.6, "teacher_step": 0.3, "efficientad_step": {"small": 0.012,
         "medium": 0.03}, "puad_image": 0.01, "uniad_image_epoch": 0.004, "pseudo_label_image": 3.0,
@@ -96,6 +97,10 @@ class Checker:
 def counts(p: BaseParams, dataset: str) -> Counts:
     ds = p.datasets[dataset]
     root = Path(ds.root)
+    if ds.format == cifar10.NAME:  # pickles, no category folders: the official split sizes
+        train, test, _ = OFFICIAL_SIZE[cifar10.NAME]
+        absent = absent_dataset(ds.format, root) is not None
+        return Counts(train, test, [] if absent else list(cifar10.SPLITS), absent)
     found = layout_common.list_categories(root) if root.is_dir() else []
     cats = found if ds.categories == "all" else [c for c in ds.categories if c in found]
     if not cats:

@@ -7,6 +7,9 @@ see :mod:`ad_pipeline.data.manifest`) and ``artifacts/<dataset>/ground_truth/<ca
 were never put in place (root missing or holding only ``PUT_DATASET_HERE.md``) is not an error:
 the index says ``{"absent": true, "categories": [], "missing": "<what and where>"}``, a loud
 warning says what to download and where, and every downstream stage writes an ABSENT marker.
+
+cifar10: the pickles are decoded and written as PNGs to ``<manifest dir>/images/``, the
+root of all four split manifests (so the manifests point at files every stage can load).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from ad_pipeline.data.layouts import absent_dataset, build_manifest, list_categories
+from ad_pipeline.data.layouts import absent_dataset, build_manifest, cifar10, list_categories
 from ad_pipeline.errors import LayoutError
 from ad_pipeline.io import atomic_dir, write_json
 from stages import preflight
@@ -47,9 +50,17 @@ def run(dataset: str) -> None:
             raise LayoutError(f"unknown category {cat!r}.{hint} Found: {', '.join(available)}", path=root,
                               fix=f"fix datasets.{dataset}.categories in params.yaml")
     log.info("%s", preflight.require(p, dataset))  # everything the recipe needs, before any training
-    manifests = [build_manifest(dataset, ds.format, root, cat, val_fraction=ds.val_fraction, seed=p.seed,
-                                progress=not OPTIONS.quiet, require_masks=ds.require_masks) for cat in categories]
     with atomic_dir(manifest_dir(dataset)) as out:
+        if ds.format == cifar10.NAME:
+            data = cifar10.read_cifar10(root)
+            cifar10.write_images(data, out / "images")
+            images = manifest_dir(dataset) / "images"  # where atomic_dir moves them
+            manifests = [cifar10.build_manifest(dataset, data, images, cat, val_fraction=ds.val_fraction, seed=p.seed)
+                         for cat in categories]
+        else:
+            manifests = [build_manifest(dataset, ds.format, root, cat, val_fraction=ds.val_fraction, seed=p.seed,
+                                        progress=not OPTIONS.quiet, require_masks=ds.require_masks)
+                         for cat in categories]
         for manifest in manifests:
             manifest.save(out / f"{manifest.category}.json")
         write_json(out / "index.json", {"dataset": dataset, "format": ds.format, "categories": categories})

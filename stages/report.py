@@ -1,9 +1,11 @@
 """Stage ``report``: ``report/index.html`` (offline) and ``report/results.md`` with tables,
-ROC curves and best/worst overlay images for every dataset in ``summary_datasets``."""
+ROC curves and best/worst overlay images for every dataset in ``summary_datasets``, and
+UniAD's feature-reconstruction and learned-query images where ``uniad_vis@<dataset>`` ran."""
 
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from ad_pipeline.metrics import pro_curve
 from ad_pipeline.report.figures import overlay_figure, pick_cases, pro_figure, roc_figure
 from ad_pipeline.report.render import render_html, render_markdown
 from stages.common import ARTIFACTS, METRICS_DIR, load_manifests, method_dir, params
+from stages.uniad_vis import QUERIES, RECONSTRUCTION, vis_dir
 
 DISPLAY = 192  # overlay images are shown at this size (pixels, square)
 
@@ -48,9 +51,10 @@ def _figures(result: dict, out: Path, limit: float) -> dict[str, list[str]]:
             rel = f"img/roc_{ds}_{cat}.png"
             roc_figure(labels, {m: d[0] for m, d in dumps.items()}, f"{ds} / {cat}: image ROC", out / rel)
             paths.append(rel)
+        has_masks = any(s.mask_paths for s in manifest.split("test"))  # none for cifar10
         curves = {m: pro_curve(_masks_like(manifest, maps), maps) for m, (_, maps) in dumps.items()
-                  if maps is not None and result["format"] != "mvtec_loco" and labels.sum() > 0}
-        if curves and any(s.mask_paths for s in manifest.split("test")):
+                  if maps is not None and result["format"] != "mvtec_loco" and labels.sum() > 0 and has_masks}
+        if curves:
             rel = f"img/pro_{ds}_{cat}.png"
             pro_figure(curves, limit, f"{ds} / {cat}: PRO (map resolution)", out / rel)
             paths.append(rel)
@@ -60,6 +64,12 @@ def _figures(result: dict, out: Path, limit: float) -> dict[str, list[str]]:
             rel = f"img/cases_{ds}_{cat}_{method}.png"
             overlay_figure(_cases(manifest, labels, scores, maps), f"{method} on {ds} / {cat}", out / rel)
             paths.append(rel)
+        for name in (RECONSTRUCTION, QUERIES):
+            src = vis_dir(ds) / cat / name
+            if "uniad" in result["methods"] and src.exists():
+                rel = f"img/vis_{ds}_{cat}_uniad_{name}"
+                shutil.copyfile(src, out / rel)
+                paths.append(rel)
         figs[cat] = paths
     return figs
 

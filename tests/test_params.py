@@ -63,3 +63,9 @@ def test_summary_must_name_known_datasets(tmp_path, repo):
 def test_missing_file_says_where_to_run(tmp_path):
     with pytest.raises(ParamsError, match="repository root"):
         load_params(tmp_path / "nope.yaml")
+
+
+def test_uniad_vis_must_name_a_dataset_where_uniad_runs(tmp_path, repo):
+    path = _write(tmp_path, repo, lambda raw: raw["uniad_vis"].update(datasets=["synthetic_loco"]))
+    with pytest.raises(ParamsError, match="uniad_vis.datasets names 'synthetic_loco', where uniad does not run"):
+        load_params(path)

@@ -26,6 +26,18 @@ def test_markdown_has_ours_beside_published_and_weights_warning():
     assert "| bottle | 90.00 | 80.00 |" in md
 
 
+def test_per_category_published_numbers_for_uniad_cifar10_splits():
+    result = {"dataset": "cifar10", "format": "cifar10", "published": "cifar10",
+              "methods": {"uniad": {"weights": "pretrained", "mean": {"image_auroc": 0.5},
+                                    "categories": {"01234": {"image_auroc": 0.4}, "13579": {"image_auroc": 0.6}}}}}
+    md = render_markdown([result])
+    assert "| uniad | 50.00 (pub. 86.50) |" in md
+    assert "| 01234 | 40.00 (pub. 84.40) |" in md and "| 13579 | 60.00 (pub. 89.10) |" in md
+    page = render_html([result], {"cifar10": {"01234": ["img/vis_cifar10_01234_uniad_reconstruction.png"]}}, "now")
+    assert "<td>40.00 <span class=\"pub\">pub. 84.40</span></td>" in page
+    assert "<div class='overlays'><img src='img/vis_cifar10_01234_uniad_reconstruction.png'" in page
+
+
 def test_html_is_offline_and_lists_figures():
     page = render_html([RESULT], {"mvtec_ad": {"bottle": ["img/roc_mvtec_ad_bottle.png", "img/cases_x.png"]}}, "now")
     assert "<script" not in page and "http" not in page

@@ -42,6 +42,19 @@ def test_neck_point_samples_with_align_corners():
     assert torch.equal(out[0, 1:], coarse[0])
 
 
+def test_neck_upsamples_a_coarser_block_to_the_stride_grid():
+    """CIFAR's fifth block (stride 32) is brought up to the stride-16 grid (outstrides [16])."""
+    fine = torch.zeros(1, 1, 4, 4)
+    coarse = torch.tensor([[0.0, 3.0], [6.0, 9.0]]).view(1, 1, 2, 2)
+    out = align_features([fine, coarse], size=(4, 4))
+    assert out.shape == (1, 2, 4, 4)
+    assert out[0, 1, 0].tolist() == [0.0, 1.0, 2.0, 3.0] and out[0, 1, :, 0].tolist() == [0.0, 2.0, 4.0, 6.0]
+    five = build_feature_extractor(Config(backbone="efficientnet_lite0", image_size=64, feature_blocks=[
+        "blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6"]), CTX)
+    with torch.inference_mode():
+        assert five(torch.zeros(1, 3, 64, 64)).shape == (1, 16 + 24 + 40 + 112 + 320, 4, 4)
+
+
 def test_extraction_is_ordered_batched_and_cached(extractor, tmp_path):
     paths = write_random_images(tmp_path, 3)
     kw = dict(image_size=64, batch_size=2, progress=False)

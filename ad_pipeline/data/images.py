@@ -14,7 +14,8 @@ from ad_pipeline.errors import LayoutError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+_RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST,
+             "lanczos": Image.LANCZOS}
 
 
 def open_image(path: str | Path) -> Image.Image:

@@ -82,3 +82,37 @@ def pick_cases(labels: np.ndarray, scores: np.ndarray) -> list[tuple[int, str]]:
     if normal.size:
         cases.append((int(normal[np.argmax(scores[normal])]), "worst: highest-scored normal image"))
     return cases
+
+
+def reconstruction_figure(rows: Sequence[dict], title: str, path: Path) -> None:
+    """UniAD's feature-reconstruction view, one row per case: input, decoding of its features,
+    decoding of the reconstructed features, anomaly map over the input.
+
+    Each row: ``image``, ``decoded``, ``reconstructed`` uint8 [H,W,3], ``map`` float [H,W], ``caption``.
+    """
+    vmin = min(float(r["map"].min()) for r in rows)
+    vmax = max(float(r["map"].max()) for r in rows)
+    fig, axes = plt.subplots(len(rows), 4, figsize=(8.4, 2.4 * len(rows)), squeeze=False)
+    for col, name in enumerate(("input", "decoded features", "decoded reconstruction", "anomaly map")):
+        axes[0][col].set_title(name, fontsize=8)
+    for ax_row, r in zip(axes, rows):
+        for ax, key in zip(ax_row, ("image", "decoded", "reconstructed", "image")):
+            ax.imshow(r[key])
+        ax_row[3].imshow(r["map"], cmap="jet", alpha=0.5, vmin=vmin, vmax=vmax)
+        ax_row[0].annotate(r["caption"], xy=(0, -0.03), xycoords="axes fraction", va="top", fontsize=7)
+        for ax in ax_row:
+            ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(hspace=0.3)
+    _save(fig, path)
+
+
+def image_row_figure(images: Mapping[str, np.ndarray], title: str, path: Path) -> None:
+    """Named uint8 images [H,W,3] side by side (UniAD's learned-query visualisation)."""
+    fig, axes = plt.subplots(1, len(images), figsize=(1.9 * len(images), 2.3), squeeze=False)
+    for ax, (name, image) in zip(axes[0], images.items()):
+        ax.imshow(image)
+        ax.set_title(name, fontsize=7)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)

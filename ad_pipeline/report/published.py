@@ -1,6 +1,7 @@
 """Published numbers from the seed READMEs and papers, shown beside ours in the report.
 
-Values are fractions (0–1) keyed like our metrics. Only dataset means are listed; where a
+Values are fractions (0–1) keyed like our metrics. Dataset means, and per category under
+``categories`` where the source gives them (UniAD's CIFAR-10 splits); where a
 source reports something slightly different (e.g. PUAD's pooled LOCO AUROC, PatchCore's
 anomaly-only PRO) the note says so. Sources: ../shared/spec/*.md of the project.
 """
@@ -30,6 +31,9 @@ PUBLISHED: dict[str, dict[str, dict]] = {
     "visa": {
         "musc": {"image_auroc": 0.9257, "pixel_auroc": 0.9871, "note": "repo re-run ViT-L-14-336@518"},
         "efficientad": {"image_auroc": 0.975, "note": "EfficientAD-S paper"},
+    },
+    "cifar10": {
+        "uniad": {"image_auroc": 0.865, "note": "one unified model per normal-class split, 8 GPUs, `mean` score"},
     },
     "btad": {
         "musc": {"image_auroc": 0.9616, "pixel_auroc": 0.9735, "note": "repo re-run ViT-L-14-336@518"},
@@ -65,6 +69,9 @@ PUBLISHED_PER_CATEGORY: dict[str, dict[str, dict[str, dict[str, float]]]] = {
     },
     "btad": {
         "musc": _rows(("image_auroc", "pixel_auroc"), "01 98.74/97.49; 02 90.23/95.36; 03 99.52/99.20"),
+    },
+    "cifar10": {  # UniAD paper, per normal-class split
+        "uniad": _rows(("image_auroc",), "01234 84.4; 56789 79.6; 02468 93.0; 13579 89.1"),
     },
 }
 

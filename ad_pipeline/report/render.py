@@ -77,6 +77,11 @@ def export_rows(exports: Mapping[str, Mapping]) -> list[list[str]]:
 EXPORT_HEAD = ["model (dataset/method)", "category", "weights", "max |Δ| torch vs ONNX", "ONNX Runtime CPU ms/image"]
 
 
+def _md_cell(result: Mapping, method: str, key: str, vals: Mapping, category: str | None = None) -> str:
+    pub = _published(result, method, key, category)
+    return _fmt(vals.get(key)) + (f" (pub. {_fmt(pub)})" if pub is not None else "")
+
+
 def render_markdown(results: Sequence[Mapping], exports: Mapping[str, Mapping] | None = None,
                     absent: Mapping[str, str] | None = None) -> str:
     """``absent``: dataset → what is missing and where to put it (shown instead of results)."""
@@ -89,21 +94,13 @@ def render_markdown(results: Sequence[Mapping], exports: Mapping[str, Mapping] |
                 f"_{recipe_summary(result)}_", "",
                 "| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
         for method, res in result["methods"].items():
-            cells = []
-            for k in cols:
-                pub = _published(result, method, k)
-                cells.append(_fmt(res["mean"].get(k)) + (f" (pub. {_fmt(pub)})" if pub is not None else ""))
-            out.append(f"| {method} | " + " | ".join(cells) + " |")
+            out.append(f"| {method} | " + " | ".join(_md_cell(result, method, k, res["mean"]) for k in cols) + " |")
         out.append("")
         for method, res in result["methods"].items():
             out += [f"### {result['dataset']} / {method} per category", "", f"_{recipe_line(res.get('recipe'))}_", "",
                     "| category | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
             for cat, vals in res["categories"].items():
-                cells = []
-                for k in cols:
-                    pub = _published(result, method, k, cat)
-                    cells.append(_fmt(vals.get(k)) + (f" (pub. {_fmt(pub)})" if pub is not None else ""))
-                out.append(f"| {cat} | " + " | ".join(cells) + " |")
+                out.append(f"| {cat} | " + " | ".join(_md_cell(result, method, k, vals, cat) for k in cols) + " |")
             out.append("")
     if exports:
         out += ["## ONNX exports", "", "| " + " | ".join(EXPORT_HEAD) + " |", "|---" * len(EXPORT_HEAD) + "|"]
@@ -129,8 +126,9 @@ def _table_html(result: Mapping, rows: Mapping[str, Mapping], cols: list[str], m
 
 def render_html(results: Sequence[Mapping], figures: Mapping[str, Mapping[str, list[str]]], generated: str,
                 exports: Mapping[str, Mapping] | None = None, absent: Mapping[str, str] | None = None) -> str:
-    """``figures[dataset][category]`` lists relative PNG paths (curves first, then overlays);
-    ``absent``: dataset → what is missing and where to put it (shown instead of results)."""
+    """``figures[dataset][category]`` lists relative PNG paths (curves first, then overlays
+    ``img/cases_*`` and visualisations ``img/vis_*``, shown full width); ``absent``: dataset →
+    what is missing and where to put it (shown instead of results)."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>ad-pipeline results</title>"
              f"<style>{CSS}</style></head><body><h1>ad-pipeline results</h1><p>generated {html.escape(generated)}</p>"]
     parts += [f"<h2 id='{html.escape(ds)}'>{html.escape(ds)}: DATA ABSENT (no results)</h2>"
@@ -151,7 +149,7 @@ def render_html(results: Sequence[Mapping], figures: Mapping[str, Mapping[str, l
                          f"<p>{html.escape(recipe_line(res.get('recipe')))}</p>"
                          f"{_table_html(result, res['categories'], cols, method)}</details>")
         for cat, paths in figures.get(ds, {}).items():
-            overlays = [p for p in paths if "/cases_" in p]
+            overlays = [p for p in paths if "/cases_" in p or "/vis_" in p]
             curves = [p for p in paths if p not in overlays]
             parts.append(f"<h3>{html.escape(ds)} / {html.escape(cat)}</h3><div class='figs'>"
                          + "".join(f"<img src='{html.escape(p)}' alt='{html.escape(p)}'>" for p in curves)

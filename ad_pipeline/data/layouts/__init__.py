@@ -2,7 +2,8 @@
 
 Formats: ``mvtec_ad``, ``mvtec_loco``, ``visa`` (the tree :func:`convert_visa` writes),
 ``btad`` and ``folder`` (a user's own product in MVTec AD layout). Manifest paths are POSIX,
-relative to ``Manifest.root`` = the category folder.
+relative to ``Manifest.root`` = the category folder. ``cifar10`` (UniAD's semantic setting) is
+read from its pickles and materialised as PNGs by prepare (:mod:`.cifar10`).
 """
 
 from __future__ import annotations
@@ -10,16 +11,16 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from ad_pipeline.data.layouts import btad, common, folder, mvtec_ad, mvtec_loco, visa
+from ad_pipeline.data.layouts import btad, cifar10, common, folder, mvtec_ad, mvtec_loco, visa
 from ad_pipeline.data.layouts.common import LayoutSpec
 from ad_pipeline.data.layouts.visa import convert_visa
 from ad_pipeline.data.manifest import Manifest
 from ad_pipeline.errors import LayoutError
 
-FORMATS = ("mvtec_ad", "mvtec_loco", "visa", "btad", "folder")
+FORMATS = ("mvtec_ad", "mvtec_loco", "visa", "btad", "folder", "cifar10")
 LAYOUTS: dict[str, LayoutSpec] = {m.SPEC.name: m.SPEC for m in (mvtec_ad, mvtec_loco, visa, btad, folder)}
 
-__all__ = ["FORMATS", "LAYOUTS", "absent_dataset", "build_manifest", "convert_visa", "list_categories"]
+__all__ = ["FORMATS", "LAYOUTS", "absent_dataset", "build_manifest", "cifar10", "convert_visa", "list_categories"]
 
 
 def _spec(fmt: str) -> LayoutSpec:
@@ -33,13 +34,16 @@ def _spec(fmt: str) -> LayoutSpec:
 def absent_dataset(fmt: str, root: Path) -> str | None:
     """None when data are at ``root``; else what is missing and where to put it (``root`` does
     not exist or holds only the ``PUT_DATASET_HERE.md`` placeholder)."""
-    spec = _spec(fmt)
-    return common.missing_text(spec, Path(root)) if common.is_absent(Path(root)) else None
+    if not common.is_absent(Path(root)):
+        return None
+    return cifar10.missing_text(Path(root)) if fmt == cifar10.NAME else common.missing_text(_spec(fmt), Path(root))
 
 
 def list_categories(fmt: str, root: Path) -> list[str]:
     """Sorted sub-folders of ``root`` that hold ``train/`` or ``test/``; a missing root or one
     without categories is a LayoutError saying where to put the dataset."""
+    if fmt == cifar10.NAME:
+        return cifar10.list_categories(Path(root))
     spec = _spec(fmt)
     categories = common.list_categories(Path(root))
     if not categories:
@@ -56,5 +60,8 @@ def build_manifest(dataset: str, fmt: str, root: Path, category: str, *, val_fra
     split "validation" with ``holdout=True``. ``check_images`` fully decodes every file.
     ``require_masks=False`` accepts defect images without masks (image-level labels only).
     """
+    if fmt == cifar10.NAME:
+        raise LayoutError("cifar10 has no category folders to check",
+                          fix="build its manifests with cifar10.read_cifar10 + cifar10.build_manifest (prepare does)")
     return common.build_manifest(_spec(fmt), dataset, Path(root), category, val_fraction=val_fraction, seed=seed,
                                  check_images=check_images, progress=progress, require_masks=require_masks)

@@ -26,6 +26,8 @@ class Config(MethodConfig):
     backbone: str = "efficientnet_b4"  # fixed by the method; the top-level backbone param is ignored
     image_size: int = Field(224, ge=32)
     feature_blocks: list[str] = Field(default_factory=lambda: list(EFFICIENTNET_B4_BLOCKS), min_length=1)
+    feature_stride: int = Field(16, ge=1)  # the neck's outstride: every block map is resized to image_size / it
+    resample: Literal["bilinear", "bicubic", "lanczos"] = "bilinear"  # image resize (CIFAR reference: lanczos)
     hidden: int = Field(256, ge=2)
     heads: int = Field(8, ge=1)
     ffn: int = Field(1024, ge=1)
@@ -42,6 +44,10 @@ class Config(MethodConfig):
     lr: float = Field(1e-4, gt=0.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     grad_clip: float = Field(0.1, gt=0.0)
+    # Image score from the anomaly map (seed README §3.1): max of the 16×16 avg-pooled map, mean or
+    # std of the map; auto = the paper's choice for the dataset format (mean for cifar10, else max).
+    image_score: Literal["auto", "max", "mean", "std"] = "auto"
+    map_size: int | None = Field(None, ge=1)  # stored map resolution (None: image_size); scores use the full map
     checkpoint_every: int = Field(10, ge=1)  # epochs between checkpoints (and validation passes)
     select: Literal["last", "validation"] = "last"
     device: str | None = None  # None: the run context's device
@@ -50,11 +56,17 @@ class Config(MethodConfig):
 
     @model_validator(mode="after")
     def _check_shapes(self) -> Config:
-        if self.image_size % 16:
-            raise ValueError(f"image_size must be a multiple of 16 (stride of the deepest block), "
+        if self.image_size % self.feature_stride:
+            raise ValueError(f"image_size must be a multiple of feature_stride ({self.feature_stride}), "
                              f"got {self.image_size}")
         if self.hidden % 2 or self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be even and divisible by heads ({self.heads})")
         if self.neighbor_size % 2 == 0:
             raise ValueError(f"neighbor_size must be odd (a window centred on the query), got {self.neighbor_size}")
         return self
+
+    def score_rule(self, dataset_format: str) -> str:
+        """``image_score`` with ``auto`` resolved for ``dataset_format``."""
+        if self.image_score != "auto":
+            return self.image_score
+        return "mean" if dataset_format == "cifar10" else "max"

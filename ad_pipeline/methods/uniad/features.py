@@ -1,7 +1,7 @@
 """Frozen multi-stage backbone features aligned to one grid (the reference's MFCN neck).
 
-Every requested block's map is resized to the grid of the coarsest one (stride 16 for the default
-EfficientNet-B4 blocks) with bilinear ``align_corners=True`` and the maps are concatenated:
+Every requested block's map is resized to the stride-``feature_stride`` grid (16: the reference's
+``outstrides: [16]``) with bilinear ``align_corners=True`` and the maps are concatenated:
 224×224 images → ``[B, 24+32+56+160 = 272, 14, 14]``. As in the reference, this *down*-samples by
 point-sampling (no averaging, so it aliases); an avg-pool or antialiased resize would change the
 features and the published numbers.
@@ -33,33 +33,42 @@ from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.uniad.config import Config
 
 
-def align_features(maps: Sequence[Tensor]) -> Tensor:
-    """Resize maps ``[B, C_i, h_i, w_i]`` to the smallest ``(h, w)`` (bilinear, align_corners=True)
-    and concatenate them: ``[B, ΣC_i, h, w]``."""
-    h = min(m.shape[-2] for m in maps)
-    w = min(m.shape[-1] for m in maps)
+def align_features(maps: Sequence[Tensor], size: tuple[int, int] | None = None) -> Tensor:
+    """Resize maps ``[B, C_i, h_i, w_i]`` to ``size = (h, w)`` (default: the smallest map's; bilinear,
+    align_corners=True; a coarser map, e.g. CIFAR's stride-32 block, is upsampled) and concatenate
+    them: ``[B, ΣC_i, h, w]``."""
+    h, w = size or (min(m.shape[-2] for m in maps), min(m.shape[-1] for m in maps))
     resized = [m if m.shape[-2:] == (h, w) else F.interpolate(m, size=(h, w), mode="bilinear", align_corners=True)
                for m in maps]
     return torch.cat(resized, dim=1)
 
 
 class AlignedFeatures(nn.Module):
-    """Frozen backbone + neck: normalised images ``[B, 3, S, S]`` → aligned features ``[B, C, S/16, S/16]``."""
+    """Frozen backbone + neck: normalised images ``[B, 3, S, S]`` → aligned features ``[B, C, S/s, S/s]``
+    (``s = stride``; None: the grid of the coarsest block)."""
 
-    def __init__(self, backbone: Backbone, blocks: Sequence[str]):
+    def __init__(self, backbone: Backbone, blocks: Sequence[str], stride: int | None = None):
         super().__init__()
         self.backbone = backbone
         self.blocks = list(blocks)
+        self.stride = stride
 
     def forward(self, images: Tensor) -> Tensor:
         maps = self.backbone(images, self.blocks)
-        return align_features([maps[b] for b in self.blocks])
+        size = None if self.stride is None else (images.shape[-2] // self.stride, images.shape[-1] // self.stride)
+        return align_features([maps[b] for b in self.blocks], size)
 
 
 def build_feature_extractor(cfg: Config, ctx: RunContext) -> AlignedFeatures:
     """The frozen backbone named in ``cfg`` with the weights mode of ``ctx`` (eval mode, no grads)."""
     bb = build_backbone(cfg.backbone, pretrained=ctx.pretrained, weights_dir=ctx.weights_dir, seed=ctx.seed)
-    return AlignedFeatures(bb, cfg.feature_blocks).eval()
+    return AlignedFeatures(bb, cfg.feature_blocks, cfg.feature_stride).eval()
+
+
+def extract_options(cfg: Config, ctx: RunContext, device: str | torch.device, progress: bool) -> dict:
+    """The keyword arguments of :func:`extract_aligned_features` that ``cfg`` and ``ctx`` fix."""
+    return dict(image_size=cfg.image_size, resample=cfg.resample, batch_size=cfg.batch_size, device=device,
+                num_workers=cfg.num_workers, cache_dir=ctx.cache_dir, progress=progress)
 
 
 def feature_shape(extractor: AlignedFeatures, image_size: int) -> tuple[int, int, int]:
@@ -71,14 +80,14 @@ def feature_shape(extractor: AlignedFeatures, image_size: int) -> tuple[int, int
 
 
 class _ImageFiles(Dataset):
-    def __init__(self, paths: Sequence[Path], size: int, mean: Sequence[float], std: Sequence[float]):
-        self.paths, self.size, self.mean, self.std = list(paths), size, mean, std
+    def __init__(self, paths: Sequence[Path], size: int, mean: Sequence[float], std: Sequence[float], resample: str):
+        self.paths, self.size, self.mean, self.std, self.resample = list(paths), size, mean, std, resample
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> Tensor:
-        return load_batch([self.paths[i]], self.size, mean=self.mean, std=self.std)[0]
+        return load_batch([self.paths[i]], self.size, mean=self.mean, std=self.std, resample=self.resample)[0]
 
 
 def extract_aligned_features(
@@ -86,6 +95,7 @@ def extract_aligned_features(
     paths: Sequence[Path],
     *,
     image_size: int,
+    resample: str = "bilinear",
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     num_workers: int = 0,
@@ -96,7 +106,8 @@ def extract_aligned_features(
 
     Memory: the result (``N·C·h·w·4`` bytes, 213 kB per 224² image) plus one batch of backbone
     activations. With ``cache_dir`` the result is stored as ``cache_dir/uniad/<key>.npy``; the key
-    covers the backbone parameters, blocks, image size and every file's path, size and mtime.
+    covers the backbone parameters, blocks, stride, image size, resampling and every file's path,
+    size and mtime.
     """
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
@@ -105,13 +116,13 @@ def extract_aligned_features(
     extractor = extractor.to(device).eval()
     cache_file = None
     if cache_dir is not None:
-        cache_file = Path(cache_dir) / "uniad" / f"{_cache_key(extractor, paths, image_size)}.npy"
+        cache_file = Path(cache_dir) / "uniad" / f"{_cache_key(extractor, paths, image_size, resample)}.npy"
         if cache_file.exists():
             return torch.from_numpy(np.load(cache_file, allow_pickle=False))
     c, h, w = feature_shape(extractor, image_size)
     out = torch.empty(len(paths), c, h, w)
     spec = extractor.backbone.spec
-    loader = DataLoader(_ImageFiles(paths, image_size, spec.mean, spec.std), batch_size=batch_size,
+    loader = DataLoader(_ImageFiles(paths, image_size, spec.mean, spec.std, resample), batch_size=batch_size,
                         num_workers=num_workers, shuffle=False)
     start = 0
     with torch.inference_mode():
@@ -124,9 +135,9 @@ def extract_aligned_features(
     return out
 
 
-def _cache_key(extractor: AlignedFeatures, paths: Sequence[Path], image_size: int) -> str:
+def _cache_key(extractor: AlignedFeatures, paths: Sequence[Path], image_size: int, resample: str) -> str:
     h = hashlib.sha256()
-    h.update(f"{extractor.backbone.spec.name}|{extractor.blocks}|{image_size}".encode())
+    h.update(f"{extractor.backbone.spec.name}|{extractor.blocks}|{extractor.stride}|{image_size}|{resample}".encode())
     for name, tensor in extractor.backbone.state_dict().items():
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())

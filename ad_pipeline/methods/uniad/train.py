@@ -31,14 +31,14 @@ from ad_pipeline.errors import UserError
 from ad_pipeline.io import atomic_path, params_hash
 from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.uniad.config import Config
-from ad_pipeline.methods.uniad.features import build_feature_extractor, extract_aligned_features
+from ad_pipeline.methods.uniad.features import build_feature_extractor, extract_aligned_features, extract_options
 from ad_pipeline.methods.uniad.model import UniADReconstructor, draw_jitter_noise
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pth"
 # Config fields that may change between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "device", "num_workers", "distributed"}
+_RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "device", "num_workers", "distributed", "image_score", "map_size"}
 
 
 @dataclass
@@ -140,8 +140,7 @@ def _union(sets: Mapping[str, Sequence[Path]] | None, what: str) -> list[Path]:
 def _train(train_sets: Mapping[str, Sequence[Path]], paths: list[Path], val_paths: list[Path], cfg: Config,
            ctx: RunContext, checkpoint_dir: Path, info: DistInfo) -> TrainResult:
     extractor = build_feature_extractor(cfg, ctx)
-    extract = dict(image_size=cfg.image_size, batch_size=cfg.batch_size, device=info.device,
-                   num_workers=cfg.num_workers, cache_dir=ctx.cache_dir, progress=ctx.progress and info.is_main)
+    extract = extract_options(cfg, ctx, info.device, ctx.progress and info.is_main)
     features = extract_aligned_features(extractor, paths, **extract)
     val_features = extract_aligned_features(extractor, val_paths, **extract) if val_paths else None
     weights = extractor.backbone.weights
