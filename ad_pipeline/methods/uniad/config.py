@@ -8,9 +8,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ad_pipeline.methods.base import MethodConfig
 
-# timm efficientnet_b4 modules equal to the reference's flat MBConv block indices [1, 5, 9, 21]
-# (lukemelas numbering): channels [24, 32, 56, 160], strides [2, 4, 8, 16].
-EFFICIENTNET_B4_BLOCKS = ("blocks.0.1", "blocks.1.3", "blocks.2.3", "blocks.4.5")
+# The reference's flat MBConv block indices [1, 5, 9, 21] of EfficientNet-B4: channels
+# [24, 32, 56, 160], strides [2, 4, 8, 16]. Default: the reference's own network (lukemelas, TF
+# 'same' padding, weights efficientnet-b4-6ed6700e.pth); timm's efficientnet_b4 (symmetric padding,
+# other weights) gives different features.
+DEFAULT_BLOCKS = {
+    "efficientnet_b4_lukemelas": ("_blocks.1", "_blocks.5", "_blocks.9", "_blocks.21"),
+    "efficientnet_b4": ("blocks.0.1", "blocks.1.3", "blocks.2.3", "blocks.4.5"),
+}
 
 
 class DistributedConfig(BaseModel):
@@ -23,9 +28,9 @@ class DistributedConfig(BaseModel):
 
 
 class Config(MethodConfig):
-    backbone: str = "efficientnet_b4"  # fixed by the method; the top-level backbone param is ignored
+    backbone: str = "efficientnet_b4_lukemelas"  # fixed by the method; the top-level backbone param is ignored
     image_size: int = Field(224, ge=32)
-    feature_blocks: list[str] = Field(default_factory=lambda: list(EFFICIENTNET_B4_BLOCKS), min_length=1)
+    feature_blocks: list[str] | None = Field(None, min_length=1)  # None: DEFAULT_BLOCKS[backbone]
     hidden: int = Field(256, ge=2)
     heads: int = Field(8, ge=1)
     ffn: int = Field(1024, ge=1)
@@ -50,6 +55,11 @@ class Config(MethodConfig):
 
     @model_validator(mode="after")
     def _check_shapes(self) -> Config:
+        if self.feature_blocks is None:
+            if self.backbone not in DEFAULT_BLOCKS:
+                raise ValueError(f"feature_blocks must be given for backbone {self.backbone!r} "
+                                 f"(defaults exist for {', '.join(DEFAULT_BLOCKS)})")
+            self.feature_blocks = list(DEFAULT_BLOCKS[self.backbone])
         if self.image_size % 16:
             raise ValueError(f"image_size must be a multiple of 16 (stride of the deepest block), "
                              f"got {self.image_size}")
