@@ -82,7 +82,12 @@ def test_training_steps_match_official(official):
     info = DistInfo(rank=0, world_size=1, device=torch.device("cpu"), owns_group=False)
     mean_loss = train_epoch(model, train_features(), list(range(6)), 0, cfg, SEED, optimizer, info)
     assert abs(mean_loss - float(ref["train_loss"].mean())) <= TOL * float(ref["train_loss"].mean())
-    state = model.state_dict()
-    close(state["input_proj.weight"][::8, ::8], ref["trained_input_proj"])
-    close(state["decoder.0.queries"][::7, ::8], ref["trained_queries0"])
-    close(state["encoder.0.attn.in_proj_weight"][::8, ::8], ref["trained_enc0_in_proj"])
+    # 3 steps move weights by ~3e-4: compare the updates themselves (Adam amplifies float noise)
+    state, init = model.state_dict(), reconstructor(dropout=0.0).state_dict()
+    for key, sub, fixture in (("input_proj.weight", (slice(None, None, 8), slice(None, None, 8)), "trained_input_proj"),
+                              ("decoder.0.queries", (slice(None, None, 7), slice(None, None, 8)), "trained_queries0"),
+                              ("encoder.0.attn.in_proj_weight", (slice(None, None, 8), slice(None, None, 8)),
+                               "trained_enc0_in_proj")):
+        ours, theirs = (state[key] - init[key])[sub].numpy(), ref[fixture] - init[key][sub].numpy()
+        assert np.abs(theirs).max() > 1e-5  # the steps did move these weights
+        assert np.abs(ours - theirs).max() <= 2e-2 * np.abs(theirs).max()
