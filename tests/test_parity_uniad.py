@@ -64,12 +64,12 @@ def test_lukemelas_backbone_and_neck_match_official(official):
     meta, ref = official
     bb = backbone()
     assert weights_checksum(bb.model.state_dict()) == meta["weights_checksum"]["backbone"]
-    extractor = AlignedFeatures(bb, CFG.feature_blocks)
+    extractor = AlignedFeatures(bb, CFG.blocks)
     x = images()
     with torch.no_grad():
-        maps = bb(x, CFG.feature_blocks)
+        maps = bb(x, CFG.blocks)
         align = extractor(x)
-    for name in CFG.feature_blocks:
+    for name in CFG.blocks:
         close(maps[name][:, ::4, ::4, ::4], ref[f"block{name.split('.')[-1]}"])
     close(align[:, ::8], ref["feature_align"])
 

@@ -155,7 +155,8 @@ def test_image_score_is_max_of_16x16_box_average():
 
 
 @pytest.mark.parametrize("bad", [dict(image_size=200), dict(hidden=30, heads=4), dict(neighbor_size=6),
-                                 dict(select="test"), dict(unknown_key=1), dict(distributed={"nproc": 2})])
+                                 dict(select="test"), dict(unknown_key=1), dict(distributed={"nproc": 2}),
+                                 dict(backbone="resnet18")])  # no default blocks: feature_blocks needed
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValidationError):
         Config(**bad)
@@ -167,3 +168,7 @@ def test_config_defaults_are_the_paper_setting():
     assert (cfg.neighbor_size, cfg.jitter_scale, cfg.jitter_prob, cfg.epochs, cfg.lr_step) == (7, 20.0, 1.0, 1000, 800)
     assert (cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.grad_clip, cfg.select) == (8, 1e-4, 1e-4, 0.1, "last")
     assert cfg.distributed.nproc_per_node == 1
+    # the reference's own backbone and block indices [1, 5, 9, 21]; timm's B4 gets its equivalents
+    assert (cfg.backbone, cfg.blocks) == ("efficientnet_b4_lukemelas", ["_blocks.1", "_blocks.5", "_blocks.9", "_blocks.21"])
+    assert Config(backbone="efficientnet_b4").blocks == ["blocks.0.1", "blocks.1.3", "blocks.2.3", "blocks.4.5"]
+    assert Config(backbone="resnet18", feature_blocks=["layer2"]).blocks == ["layer2"]

@@ -53,13 +53,16 @@ class Config(MethodConfig):
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     num_workers: int = Field(4, ge=0)  # image-loading workers per process for feature extraction
 
+    @property
+    def blocks(self) -> list[str]:
+        """``feature_blocks``, or the backbone's reference blocks (``DEFAULT_BLOCKS``) when unset."""
+        return list(self.feature_blocks or DEFAULT_BLOCKS[self.backbone])
+
     @model_validator(mode="after")
     def _check_shapes(self) -> Config:
-        if self.feature_blocks is None:
-            if self.backbone not in DEFAULT_BLOCKS:
-                raise ValueError(f"feature_blocks must be given for backbone {self.backbone!r} "
-                                 f"(defaults exist for {', '.join(DEFAULT_BLOCKS)})")
-            self.feature_blocks = list(DEFAULT_BLOCKS[self.backbone])
+        if self.feature_blocks is None and self.backbone not in DEFAULT_BLOCKS:
+            raise ValueError(f"feature_blocks must be given for backbone {self.backbone!r} "
+                             f"(defaults exist for {', '.join(DEFAULT_BLOCKS)})")
         if self.image_size % 16:
             raise ValueError(f"image_size must be a multiple of 16 (stride of the deepest block), "
                              f"got {self.image_size}")

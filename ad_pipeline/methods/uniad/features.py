@@ -59,7 +59,7 @@ class AlignedFeatures(nn.Module):
 def build_feature_extractor(cfg: Config, ctx: RunContext) -> AlignedFeatures:
     """The frozen backbone named in ``cfg`` with the weights mode of ``ctx`` (eval mode, no grads)."""
     bb = build_backbone(cfg.backbone, pretrained=ctx.pretrained, weights_dir=ctx.weights_dir, seed=ctx.seed)
-    return AlignedFeatures(bb, cfg.feature_blocks).eval()
+    return AlignedFeatures(bb, cfg.blocks).eval()
 
 
 def feature_shape(extractor: AlignedFeatures, image_size: int) -> tuple[int, int, int]:
