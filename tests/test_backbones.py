@@ -10,12 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from ad_pipeline.backbones import backbone_names, build_backbone, extract_features, get_spec, require_family
-from ad_pipeline.backbones.weights import (PACKAGED_LITE0, cache_candidates, load_in_order, read_state_dict,
-                                           resolve_weights)
+from ad_pipeline.backbones.weights import (PACKAGED_LITE0, cache_candidates, load_in_order, official_file_name,
+                                           read_state_dict, resolve_weights)
 from ad_pipeline.errors import UserError
 from tests.helpers import write_random_images
 
 ALL_NAMES = {"wide_resnet50_2", "wide_resnet101_2", "resnet18", "resnet101", "efficientnet_b4", "efficientnet_lite0",
+             "efficientnet_b4_lukemelas",
              "ViT-B-16", "ViT-B-16-plus-240", "ViT-L-14", "ViT-L-14-336", "dino_vitbase8", "dino_vitbase16",
              "dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14"}
 
@@ -110,6 +111,21 @@ def test_wrong_weights_file_is_a_user_error(tmp_path):
     (tmp_path / "efficientnet_lite0.pth").write_bytes(b"garbage")
     with pytest.raises(UserError, match=r"efficientnet_lite0.pth: cannot read weights file"):
         build_backbone("efficientnet_lite0", pretrained="true", weights_dir=tmp_path)
+
+
+def test_lukemelas_b4_loads_the_official_file_name_strictly(tmp_path):
+    # UniAD's backbone: lukemelas' efficientnet-b4-6ed6700e.pth, in weights_dir or the torch hub cache.
+    spec = get_spec("efficientnet_b4_lukemelas")
+    assert official_file_name(spec) == "efficientnet-b4-6ed6700e.pth"
+    donor = build_backbone("efficientnet_b4_lukemelas", pretrained="false", seed=3).model.state_dict()
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    torch.save(donor, hub / "efficientnet-b4-6ed6700e.pth")
+    bb = build_backbone("efficientnet_b4_lukemelas", pretrained="true", weights_dir=tmp_path / "empty")
+    assert bb.weights == "pretrained" and _state_equal(bb.model, donor)
+    torch.save({k: v for k, v in donor.items() if not k.startswith("_fc")}, tmp_path / "efficientnet_b4_lukemelas.pth")
+    with pytest.raises(UserError, match="(?s)efficientnet_b4_lukemelas.pth: weights do not fit.*_fc.weight.*efficientnet-b4-6ed6700e"):
+        build_backbone("efficientnet_b4_lukemelas", pretrained="true", weights_dir=tmp_path)
 
 
 def test_efficientnet_lite0_packaged_weights_map_296_tensors():

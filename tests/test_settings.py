@@ -64,7 +64,7 @@ def test_real_datasets_get_the_papers_backbones_and_budgets(repo):
     assert p.settings("musc", "visa").backbone == "ViT-L-14-336"
     assert p.settings("musc", "visa").config.image_size == 518
     uniad = p.settings("uniad", "mvtec_ad").config
-    assert (uniad.backbone, uniad.epochs) == ("efficientnet_b4", 1000)
+    assert (uniad.backbone, uniad.epochs) == ("efficientnet_b4_lukemelas", 1000)
     for method in ("patchcore", "efficientad", "puad", "csad", "psad"):
         assert p.settings(method, "mvtec_loco").deviations() == {}, method
 

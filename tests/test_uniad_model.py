@@ -11,24 +11,25 @@ from pydantic import ValidationError
 from ad_pipeline.methods.uniad import Config, UniADReconstructor, anomaly_map, image_scores, neighbour_mask
 from ad_pipeline.methods.uniad.model import apply_jitter, draw_jitter_noise
 
-# 4x4 grid, 3x3 window: row q = 4*i + j lists the visible keys (borders clipped, self visible).
+# 4x4 grid, 3x3 window: row q = 4*i + j lists the visible keys: all but the window around q
+# (borders clipped, self hidden), as in the reference.
 EXPECTED_MASK_4x4_N3 = """
-1100110000000000
-1110111000000000
-0111011100000000
-0011001100000000
-1100110011000000
-1110111011100000
-0111011101110000
-0011001100110000
-0000110011001100
-0000111011101110
-0000011101110111
-0000001100110011
-0000000011001100
-0000000011101110
-0000000001110111
-0000000000110011
+0011001111111111
+0001000111111111
+1000100011111111
+1100110011111111
+0011001100111111
+0001000100011111
+1000100010001111
+1100110011001111
+1111001100110011
+1111000100010001
+1111100010001000
+1111110011001100
+1111111100110011
+1111111100010001
+1111111110001000
+1111111111001100
 """
 
 
@@ -45,9 +46,15 @@ def test_neighbour_mask_exact_on_4x4_grid():
 
 def test_neighbour_mask_7x7_window_is_clipped_and_square_grid_agnostic():
     m = neighbour_mask(14, 14, 7).view(14, 14, 14, 14)
-    assert m[0, 0].sum() == 16 and m[7, 7].sum() == 49 and m[0, 7].sum() == 4 * 7
+    assert m[0, 0].sum() == 196 - 16 and m[7, 7].sum() == 196 - 49 and m[0, 7].sum() == 196 - 4 * 7
+    assert not m[5, 9, 5, 9] and m[5, 9, 5, 13] and not m[5, 9, 8, 12]
     assert neighbour_mask(2, 5, 3).shape == (10, 10)
-    assert neighbour_mask(5, 5, 1).equal(torch.eye(25, dtype=torch.bool))
+    assert neighbour_mask(5, 5, 1).equal(~torch.eye(25, dtype=torch.bool))
+
+
+def test_neighbour_mask_rejects_a_window_that_hides_the_whole_grid():
+    with pytest.raises(ValueError, match="neighbor_size 7 hides the whole 4x4"):
+        neighbour_mask(4, 4, 7)
 
 
 def test_forward_shapes_and_additive_mask():
@@ -60,17 +67,18 @@ def test_forward_shapes_and_additive_mask():
         model(torch.randn(1, 8, 5, 4))
 
 
-def test_output_is_local_through_the_neighbour_mask():
-    # 1 encoder + 1 decoder layer with a 3x3 window: output (0,0) sees inputs within Chebyshev distance 2.
+def test_attention_is_blind_to_the_window_around_the_query():
+    # The encoder's attention output at (0,0) ignores keys/values inside its 3x3 window, uses the rest.
     model = tiny_model().eval()
-    x = torch.randn(1, 8, 4, 4)
-    far = x.clone()
-    far[:, :, 3, 3] += 10.0
-    near = x.clone()
-    near[:, :, 2, 2] += 10.0
-    base = model(x)
-    assert torch.equal(model(far)[:, :, 0, 0], base[:, :, 0, 0])
-    assert not torch.allclose(model(near)[:, :, 0, 0], base[:, :, 0, 0])
+    attn, mask = model.encoder[0].attn, model.attn_mask
+    x = torch.randn(1, 16, 16)
+    near, far = x.clone(), x.clone()
+    near[:, 1 * 4 + 1] += 10.0  # (1,1): inside the window of (0,0)
+    far[:, 3 * 4 + 3] += 10.0  # (3,3): outside
+    def out(t):
+        return attn(t, t, t, attn_mask=mask, need_weights=False)[0][:, 0]
+    assert torch.equal(out(near), out(x))
+    assert not torch.allclose(out(far), out(x))
 
 
 def test_position_embedding_layout_and_init():
@@ -147,7 +155,8 @@ def test_image_score_is_max_of_16x16_box_average():
 
 
 @pytest.mark.parametrize("bad", [dict(image_size=200), dict(hidden=30, heads=4), dict(neighbor_size=6),
-                                 dict(select="test"), dict(unknown_key=1), dict(distributed={"nproc": 2})])
+                                 dict(select="test"), dict(unknown_key=1), dict(distributed={"nproc": 2}),
+                                 dict(backbone="resnet18")])  # no default blocks: feature_blocks needed
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValidationError):
         Config(**bad)
@@ -159,3 +168,7 @@ def test_config_defaults_are_the_paper_setting():
     assert (cfg.neighbor_size, cfg.jitter_scale, cfg.jitter_prob, cfg.epochs, cfg.lr_step) == (7, 20.0, 1.0, 1000, 800)
     assert (cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.grad_clip, cfg.select) == (8, 1e-4, 1e-4, 0.1, "last")
     assert cfg.distributed.nproc_per_node == 1
+    # the reference's own backbone and block indices [1, 5, 9, 21]; timm's B4 gets its equivalents
+    assert (cfg.backbone, cfg.blocks) == ("efficientnet_b4_lukemelas", ["_blocks.1", "_blocks.5", "_blocks.9", "_blocks.21"])
+    assert Config(backbone="efficientnet_b4").blocks == ["blocks.0.1", "blocks.1.3", "blocks.2.3", "blocks.4.5"]
+    assert Config(backbone="resnet18", feature_blocks=["layer2"]).blocks == ["layer2"]

@@ -1,4 +1,4 @@
-"""CNN backbones (timm): features of named modules via forward hooks, stopping after the last one."""
+"""CNN backbones (timm; lukemelas efficientnet_pytorch): features of named modules via forward hooks, stopping after the last one."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import timm
 import torch
 
 from ad_pipeline.backbones.base import Backbone, BackboneSpec
-from ad_pipeline.backbones.weights import WeightsSource, load_in_order, read_state_dict, seeded
+from ad_pipeline.backbones.weights import LUKEMELAS, WeightsSource, load_in_order, read_state_dict, seeded
 from ad_pipeline.errors import UserError
 
 
@@ -67,10 +67,28 @@ def _architecture(spec: BackboneSpec) -> str:
     return spec.source.split(".")[0]
 
 
+def _lukemelas(spec: BackboneSpec, weights: WeightsSource | None) -> torch.nn.Module:
+    """lukemelas EfficientNet (``efficientnet_pytorch``): TF 'same' padding fixed for the native size."""
+    from efficientnet_pytorch import EfficientNet
+
+    model = EfficientNet.from_name(spec.source.removeprefix(LUKEMELAS))
+    if weights is not None:
+        try:
+            model.load_state_dict(read_state_dict(weights.path), strict=True)
+        except RuntimeError as e:
+            reason = " ".join(str(e).split())
+            raise UserError(f"weights do not fit backbone {spec.name!r} ({reason})", path=weights.path,
+                            fix=f"use lukemelas' {spec.source.removeprefix(LUKEMELAS)} ImageNet file "
+                                "(efficientnet-b4-6ed6700e.pth for B4)") from None
+    return model
+
+
 def build_cnn(spec: BackboneSpec, weights: WeightsSource | None, *, seed: int, trainable: bool) -> CnnBackbone:
     """A timm CNN: random init from ``seed`` when ``weights`` is None, else loaded from the file."""
     with seeded(seed):
-        if weights is None:
+        if spec.source.startswith(LUKEMELAS):
+            model = _lukemelas(spec, weights)
+        elif weights is None:
             model = timm.create_model(_architecture(spec), pretrained=False)
         elif spec.name == "efficientnet_lite0":
             # the packaged file uses other key names but the same tensor order and shapes as timm

@@ -4,6 +4,7 @@
 | --- | --- | --- | --- | --- |
 | wide_resnet50_2, wide_resnet101_2, resnet18, resnet101 | cnn | timm ``*.tv_in1k`` (torchvision weights) | layer2, layer3 | 224 |
 | efficientnet_b4 | cnn | timm ``efficientnet_b4.ra2_in1k`` | blocks.2, blocks.4 | 320 |
+| efficientnet_b4_lukemelas | cnn | ``efficientnet_pytorch`` ``efficientnet-b4`` (the official UniAD's) | _blocks.9, _blocks.21 | 380 |
 | efficientnet_lite0 | cnn | timm ``efficientnet_lite0`` + packaged ImageNet weights | blocks.2, blocks.4 | 224 |
 | ViT-B-16, ViT-L-14, ViT-L-14-336 | clip | open_clip, tag ``openai`` (QuickGELU) | 2,5,8,11 / 5,11,17,23 | 224 / 336 |
 | ViT-B-16-plus-240 | clip | open_clip, tag ``laion400m_e31`` | 2,5,8,11 | 240 |
@@ -21,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ad_pipeline.backbones.base import Backbone, BackboneSpec
-from ad_pipeline.backbones.weights import resolve_weights
+from ad_pipeline.backbones.weights import LUKEMELAS, resolve_weights
 from ad_pipeline.data.images import IMAGENET_MEAN, IMAGENET_STD
 from ad_pipeline.errors import UserError
 
@@ -47,6 +48,7 @@ def _timm_vit(name: str, family: str, source: str, patch: int, blocks: tuple[int
 
 _RESNET_LAYERS = ("layer2", "layer3")
 _EFFICIENTNET_BLOCKS = ("blocks.2", "blocks.4")  # ends of the stride-8 and stride-16 stages
+_LUKEMELAS_B4_BLOCKS = ("_blocks.9", "_blocks.21")  # the same stage ends, lukemelas flat block numbering
 
 SPECS: dict[str, BackboneSpec] = {s.name: s for s in (
     _cnn("wide_resnet50_2", "wide_resnet50_2.tv_in1k", _RESNET_LAYERS),
@@ -55,6 +57,7 @@ SPECS: dict[str, BackboneSpec] = {s.name: s for s in (
     _cnn("resnet101", "resnet101.tv_in1k", _RESNET_LAYERS),
     _cnn("efficientnet_b4", "efficientnet_b4.ra2_in1k", _EFFICIENTNET_BLOCKS, 320),
     _cnn("efficientnet_lite0", "efficientnet_lite0", _EFFICIENTNET_BLOCKS),
+    _cnn("efficientnet_b4_lukemelas", f"{LUKEMELAS}efficientnet-b4", _LUKEMELAS_B4_BLOCKS, 380),
     _clip("ViT-B-16", "openai", 16, _BASE_BLOCKS, 224),
     _clip("ViT-B-16-plus-240", "laion400m_e31", 16, _BASE_BLOCKS, 240),
     _clip("ViT-L-14", "openai", 14, _LARGE_BLOCKS, 224),

@@ -20,6 +20,7 @@ Resolution order for ``build_backbone(name, pretrained=..., weights_dir=...)``:
 | resnet18 | resnet18.pth | resnet18-f37072fd.pth | torchvision / timm state dict |
 | resnet101 | resnet101.pth | resnet101-63fe2227.pth | torchvision / timm state dict |
 | efficientnet_b4 | efficientnet_b4.pth | efficientnet_b4_ra2_320-7eb33cd5.pth | timm state dict |
+| efficientnet_b4_lukemelas | efficientnet_b4_lukemelas.pth | efficientnet-b4-6ed6700e.pth | lukemelas EfficientNet-PyTorch state dict (ImageNet, not AdvProp) |
 | efficientnet_lite0 | efficientnet_lite0.pth | efficientnet-lite0-57934424.pth | packaged file or timm state dict (mapped by order) |
 | ViT-B-16 | ViT-B-16.pt | ViT-B-16.pt | OpenAI CLIP archive or open_clip state dict |
 | ViT-B-16-plus-240 | ViT-B-16-plus-240.pt | vit_b_16_plus_240-laion400m_e31-8fb26589.pt | open_clip state dict |
@@ -48,6 +49,7 @@ from ad_pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
 
+LUKEMELAS = "lukemelas/"  # BackboneSpec.source prefix of efficientnet_pytorch models
 PRETRAINED_MODES = ("auto", "true", "false")
 PACKAGED_LITE0 = "efficientnet-lite0-57934424.pth"
 _SUFFIXES = (".pth", ".pt", ".safetensors", ".bin")
@@ -70,6 +72,10 @@ def official_file_name(spec: BackboneSpec) -> str:
 
 def _upstream_cfg(spec: BackboneSpec) -> dict:
     """The library's pretrained config: ``url`` and ``hf_hub`` (``"org/repo/"`` or ``"org/repo/file"``)."""
+    if spec.source.startswith(LUKEMELAS):
+        from efficientnet_pytorch.utils import url_map
+
+        return {"url": url_map[spec.source.removeprefix(LUKEMELAS)], "hf_hub": ""}
     if spec.family == "clip":
         import open_clip
 

@@ -4,6 +4,8 @@ border padding and resize to the working resolution.
 Raw maps (both [B,1,h,w]): M_ST = mean_c (T̂ − S_local)², M_AE = mean_c (A − S_global)².
 Normalised: M̃ = 0.1·(M − q_a)/(q_b − q_a) with q_a, q_b the 0.9 / 0.995 quantiles of all
 validation-map pixels, so q_a → 0 and q_b → 0.1. Combined: 0.5·M̃_ST + 0.5·M̃_AE.
+Normalisation is affine and the resize linear, so normalising before or after the resize is the
+same map; what differs between the rules below is the padding and where the quantiles come from.
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ log = logging.getLogger(__name__)
 Q_LOW, Q_HIGH = 0.9, 0.995
 MIN_QUANTILE_GAP = 1e-6
 MAP_BORDER = 4  # unpadded PDN output pixel (i, j) sits 4 feature pixels in from the image border
+# Map rules (``EfficientADConfig.map_rule``): border padded before the resize, and whether the
+# quantiles are taken on the raw PDN-resolution maps or on the resized ones.
+#   nelson (the paper's / nelson1425's): pad 4, quantiles on raw maps;
+#   puad (LeapMind/PUAD's code): no padding, quantiles on the resized maps.
+MAP_BORDERS = {"nelson": MAP_BORDER, "puad": 0}
 
 
 @dataclass(frozen=True)
@@ -59,9 +66,10 @@ def combine_maps(m_st: torch.Tensor, m_ae: torch.Tensor) -> torch.Tensor:
     return 0.5 * m_st + 0.5 * m_ae
 
 
-def to_working_resolution(m: torch.Tensor, size: int) -> torch.Tensor:
-    """[B,1,h,w] → pad MAP_BORDER zeros each side → bilinear resize to [B,1,size,size]."""
-    m = F.pad(m, (MAP_BORDER,) * 4)
+def to_working_resolution(m: torch.Tensor, size: int, border: int = MAP_BORDER) -> torch.Tensor:
+    """[B,1,h,w] → pad ``border`` zeros each side → bilinear resize to [B,1,size,size]."""
+    if border:
+        m = F.pad(m, (border,) * 4)
     return F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False)
 
 

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from ad_pipeline.io import atomic_path, read_json, write_json
 from ad_pipeline.methods.base import AnomalyMethod, MethodConfig, RunContext, Scores
 from ad_pipeline.methods.efficientad.autoencoder import check_image_size
 from ad_pipeline.methods.efficientad.data import PenaltyImages, load_uint8, load_unit, normalize, resolve_pretrain_images
-from ad_pipeline.methods.efficientad.maps import MapQuantiles, map_quantiles
+from ad_pipeline.methods.efficientad.maps import MAP_BORDERS, MapQuantiles, map_quantiles, to_working_resolution
 from ad_pipeline.methods.efficientad.model import EfficientADModel
 from ad_pipeline.methods.efficientad.pdn import ModelSize
 from ad_pipeline.methods.efficientad.teacher import load_teacher
@@ -39,7 +39,13 @@ PENALTY_GRAYSCALE_P = 0.3
 
 
 class EfficientADConfig(MethodConfig):
-    """Defaults are the paper's settings; use tiny ``steps`` for smoke runs."""
+    """Defaults are the paper's settings; use tiny ``steps`` for smoke runs.
+
+    ``map_rule``: ``"nelson"`` (default; the paper's alignment as in nelson1425/EfficientAD: the
+    56² maps padded with a 4-px zero border before the resize, quantiles on the raw maps) or
+    ``"puad"`` (LeapMind/PUAD's code: resized without padding, quantiles on the resized maps).
+    See docs/parity.md for the effect on scores.
+    """
 
     model_size: ModelSize = "small"
     steps: int = Field(70_000, ge=1)
@@ -53,6 +59,7 @@ class EfficientADConfig(MethodConfig):
     score_batch_size: int = Field(8, ge=1)
     channels: int = Field(384, ge=1)  # must match the teacher; < 384 / width_divisor > 1 only for smoke tests
     width_divisor: int = Field(1, ge=1)
+    map_rule: Literal["nelson", "puad"] = "nelson"
 
 
 @contextlib.contextmanager
@@ -67,7 +74,8 @@ def load_model(model_dir: Path) -> tuple[EfficientADModel, dict[str, Any]]:
     """(model in eval mode, its json meta) from a directory written by :meth:`EfficientAD.save`."""
     model_dir = Path(model_dir)
     info = read_json(model_dir / CHECKPOINT_META)
-    model = EfficientADModel(info["model_size"], info["image_size"], info["channels"], info["width_divisor"])
+    model = EfficientADModel(info["model_size"], info["image_size"], info["channels"], info["width_divisor"],
+                             map_border=MAP_BORDERS[info.get("map_rule", "nelson")])
     path = model_dir / CHECKPOINT
     if not path.is_file():
         raise ArtifactError("EfficientAD checkpoint missing", path=path, fix="re-run the efficientad stage")
@@ -118,7 +126,8 @@ class EfficientAD(AnomalyMethod):
         penalty_paths, fallback = resolve_pretrain_images(cfg.pretrain_images, train)
         gen = torch.Generator().manual_seed(self.ctx.seed)
         with seeded_torch(self.ctx.seed):
-            model = EfficientADModel(cfg.model_size, cfg.image_size, cfg.channels, cfg.width_divisor)
+            model = EfficientADModel(cfg.model_size, cfg.image_size, cfg.channels, cfg.width_divisor,
+                                     map_border=MAP_BORDERS[cfg.map_rule])
             model.teacher.load_state_dict(teacher.pdn.state_dict())
             model.to(self.device).eval()
             images = load_uint8(train, cfg.image_size)
@@ -137,7 +146,7 @@ class EfficientAD(AnomalyMethod):
         self.model = model.cpu().eval()
         self.info = {
             "model_size": cfg.model_size, "image_size": cfg.image_size, "channels": cfg.channels,
-            "width_divisor": cfg.width_divisor, "steps": cfg.steps, "seed": self.ctx.seed,
+            "width_divisor": cfg.width_divisor, "map_rule": cfg.map_rule, "steps": cfg.steps, "seed": self.ctx.seed,
             "quantiles": quantiles.to_dict(), "quantiles_degenerate": degenerate,
             "pretrain_images_fallback": fallback, "n_train": len(train), "n_validation": len(validation),
             "first_loss": self.losses[0], "final_loss": self.losses[-1], "teacher": teacher.meta,
@@ -148,6 +157,8 @@ class EfficientAD(AnomalyMethod):
         st, ae = [], []
         for x in self._batches(paths, "validation maps"):
             m_st, m_ae = model.raw_maps(x.to(self.device))
+            if self.cfg.map_rule == "puad":  # quantiles of the resized maps
+                m_st, m_ae = (to_working_resolution(m, self.cfg.image_size, border=0) for m in (m_st, m_ae))
             st.append(m_st.cpu().numpy())
             ae.append(m_ae.cpu().numpy())
         cap, seed = self.cfg.quantile_subsample, self.ctx.seed
@@ -196,9 +207,10 @@ class EfficientAD(AnomalyMethod):
     @classmethod
     def load(cls, model_dir: Path, cfg: EfficientADConfig, ctx: RunContext) -> EfficientAD:
         model, info = load_model(model_dir)
-        keys = ("model_size", "image_size", "channels", "width_divisor")
-        if [info[k] for k in keys] != [getattr(cfg, k) for k in keys]:
-            raise ArtifactError(f"checkpoint has {[info[k] for k in keys]} but params ask for "
+        keys = ("model_size", "image_size", "channels", "width_divisor", "map_rule")
+        saved = {"map_rule": "nelson"} | info  # checkpoints from before the switch used the nelson rule
+        if [saved[k] for k in keys] != [getattr(cfg, k) for k in keys]:
+            raise ArtifactError(f"checkpoint has {[saved[k] for k in keys]} but params ask for "
                                 f"{[getattr(cfg, k) for k in keys]} ({', '.join(keys)})", path=model_dir,
                                 fix="re-run the efficientad stage with the current params")
         method = cls(cfg, ctx)

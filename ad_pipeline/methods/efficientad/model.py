@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from ad_pipeline.methods.efficientad.autoencoder import Autoencoder
-from ad_pipeline.methods.efficientad.maps import (MapQuantiles, combine_maps, normalise_map, raw_maps,
-                                                  to_working_resolution)
+from ad_pipeline.methods.efficientad.maps import (MAP_BORDER, MapQuantiles, combine_maps, normalise_map,
+                                                  raw_maps, to_working_resolution)
 from ad_pipeline.methods.efficientad.pdn import TEACHER_CHANNELS, PDN, ModelSize
 
 
@@ -20,14 +20,16 @@ class EfficientADModel(nn.Module):
     """Teacher/student/autoencoder of one size; forward: [B,3,H,W] → (map [B,1,H,W], score [B]).
 
     ``channels`` (teacher; the student has twice as many) and ``width_divisor`` default to the
-    paper's network; smaller values only make tiny smoke-test models.
+    paper's network; smaller values only make tiny smoke-test models. ``map_border``: zeros padded
+    around the combined map before the resize (``maps.MAP_BORDERS``).
     """
 
     def __init__(self, size: ModelSize, image_size: int = 256, channels: int = TEACHER_CHANNELS,
-                 width_divisor: int = 1):
+                 width_divisor: int = 1, map_border: int = MAP_BORDER):
         super().__init__()
         self.size = size
         self.image_size = image_size
+        self.map_border = map_border
         self.teacher = PDN(size, channels, padding=False, width_divisor=width_divisor).requires_grad_(False)
         self.student = PDN(size, 2 * channels, padding=False, width_divisor=width_divisor)
         self.autoencoder = Autoencoder(image_size, channels, padding=False)
@@ -56,5 +58,5 @@ class EfficientADModel(nn.Module):
         m_st, m_ae = raw_maps(t_hat, student, ae)
         q = self.quantiles
         m = combine_maps(normalise_map(m_st, q[0], q[1]), normalise_map(m_ae, q[2], q[3]))
-        m = to_working_resolution(m, self.image_size)
+        m = to_working_resolution(m, self.image_size, self.map_border)
         return m, m.amax(dim=(1, 2, 3))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Literal
+
 import numpy as np
 import torch
 from torch import nn
@@ -10,26 +13,42 @@ from tqdm.auto import tqdm
 from ad_pipeline.backbones.weights import seeded
 
 
-def project(features: torch.Tensor, dim: int, seed: int) -> torch.Tensor:
-    """[N, D] -> [N, dim] through a bias-free ``nn.Linear`` with PyTorch's default init seeded by ``seed``
-    (identity when D == dim, as the reference)."""
+Rng = Literal["seeded", "global"]
+
+
+def project(features: torch.Tensor, dim: int, seed: int, rng: Rng = "seeded") -> torch.Tensor:
+    """[N, D] -> [N, dim] through a bias-free ``nn.Linear`` with PyTorch's default init (identity when
+    D == dim, as the reference). ``rng="seeded"``: drawn from ``seed``, global RNG untouched;
+    ``"global"``: drawn from (and advancing) the global torch RNG, as the reference does."""
     if features.shape[1] == dim:
         return features.float().contiguous()
-    with seeded(seed):
+    with seeded(seed) if rng == "seeded" else contextlib.nullcontext():
         mapper = nn.Linear(features.shape[1], dim, bias=False)
     with torch.no_grad():
         return mapper(features.float()).contiguous()
 
 
+def starting_points(n: int, k: int, seed: int, rng: Rng = "seeded") -> np.ndarray:
+    """``min(k, n)`` distinct random indices < ``n``: from ``seed`` (``"seeded"``) or, as the reference,
+    from the global numpy RNG (``np.random.choice``, ``"global"``)."""
+    k = min(k, n)
+    if rng == "global":
+        return np.random.choice(n, k, replace=False)
+    return np.random.default_rng(seed).choice(n, k, replace=False)
+
+
 def greedy_coreset(features: torch.Tensor, ratio: float, *, projection_dim: int = 128, num_starting_points: int = 10,
-                   seed: int = 0, candidates: int = 4096, progress: bool = False) -> torch.Tensor:
+                   seed: int = 0, rng: Rng = "seeded", candidates: int = 4096,
+                   progress: bool = False) -> torch.Tensor:
     """Indices [n = int(N·ratio)] of a greedy k-center coreset of ``features`` [N, D] (ratio >= 1: all).
 
     Rule (reference): in the projected space, every point's "distance to the coreset" starts as
-    its mean Euclidean distance to ``num_starting_points`` seeded random points (not selected); then
+    its mean Euclidean distance to ``num_starting_points`` random points (not selected); then
     n times pick the argmax, and lower every distance to min(old, distance to the pick).
     Distances are tracked squared (argmax/min are unchanged by the monotone square root; the
-    start-point mean is taken over plain distances, then squared).
+    start-point mean is taken over plain distances, then squared). The projection and the start
+    points come from ``seed`` (``rng="seeded"``, reproducible whatever ran before) or from the
+    global torch / numpy RNGs (``"global"``, the reference's draws given the same global state).
 
     Speed (hand-written because no library offers it): the literal loop is n memory-bound
     matrix-vector products over the whole bank. Here distances only ever shrink, so stale values
@@ -45,9 +64,9 @@ def greedy_coreset(features: torch.Tensor, ratio: float, *, projection_dim: int 
     n_select = int(n_total * ratio)
     if n_select < 1:
         raise ValueError(f"coreset ratio {ratio} selects no point out of {n_total}")
-    x = project(features, projection_dim, seed)
+    x = project(features, projection_dim, seed, rng)
     sq_norms = (x * x).sum(dim=1)
-    starts = np.random.default_rng(seed).choice(n_total, min(num_starting_points, n_total), replace=False)
+    starts = starting_points(n_total, num_starting_points, seed, rng)
     to_starts = (sq_norms[:, None] + sq_norms[starts][None, :] - 2 * x @ x[starts].T).clamp_(min=0).sqrt_()
     min_sq = to_starts.mean(dim=1).square_()
     selected: list[int] = []
@@ -84,18 +103,18 @@ def _lower_to_centers(min_sq: torch.Tensor, x: torch.Tensor, sq_norms: torch.Ten
 
 
 def literal_greedy_coreset(features: torch.Tensor, ratio: float, *, projection_dim: int = 128,
-                           num_starting_points: int = 10, seed: int = 0) -> list[int]:
+                           num_starting_points: int = 10, seed: int = 0, rng: Rng = "seeded") -> list[int]:
     """The reference k-center rule written literally (a full distance column per selected point).
 
     O(n·|coreset|) time: the yardstick that tests and ``bench/patchcore.py`` hold
     :func:`greedy_coreset` to (same indices), not for production use.
     """
-    x = project(features, projection_dim, seed)
+    x = project(features, projection_dim, seed, rng)
 
     def dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return (-2 * a @ b.T + (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None]).clamp(min=0).sqrt()
 
-    starts = np.random.default_rng(seed).choice(len(x), num_starting_points, replace=False)
+    starts = starting_points(len(x), num_starting_points, seed, rng)
     min_d = dist(x, x[starts]).mean(dim=1, keepdim=True)
     picks = []
     for _ in range(int(len(x) * ratio)):

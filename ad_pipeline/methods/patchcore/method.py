@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from scipy.ndimage import gaussian_filter
 
-from ad_pipeline.backbones import FAMILIES, BackboneSpec, build_backbone, extract_features, require_family
+from ad_pipeline.backbones import FAMILIES, Backbone, BackboneSpec, build_backbone, extract_features, require_family
 from ad_pipeline.backbones.base import Layer
 from ad_pipeline.errors import ArtifactError, UserError
 from ad_pipeline.io import read_json, save_npy, write_json
@@ -36,6 +36,13 @@ class PatchCoreConfig(MethodConfig):
     to ``image_size`` then Gaussian ``gaussian_sigma`` (pixels). ``knn_backend``: exact search as in
     ``knn.nearest_sq_distances`` ("pruned" is ~4x faster on real CNN features, see bench/patchcore.py).
     ``backbone``/``device`` None → run context.
+
+    Switches restoring the reference's behaviour (docs/parity.md): ``coreset_rng="global"`` draws
+    the coreset projection and start points from the global torch / numpy RNGs (default: from the
+    run seed, reproducible whatever ran before); ``bn_warmup=True`` runs the reference loader's
+    one forward pass in train mode on an all-ones ``image_size`` image before scoring, which moves
+    every BatchNorm's running statistics (up to the last used layer) toward that image (default:
+    the weights' statistics as published, eval mode throughout).
     """
 
     backbone: str | None = None
@@ -54,6 +61,8 @@ class PatchCoreConfig(MethodConfig):
     gaussian_sigma: float = Field(4.0, ge=0)
     batch_size: int = Field(8, gt=0)
     knn_backend: Literal["auto", "faiss", "torch", "pruned"] = "auto"
+    coreset_rng: Literal["seeded", "global"] = "seeded"
+    bn_warmup: bool = False
     device: str | None = None
 
 
@@ -61,6 +70,21 @@ def auto_layers(spec: BackboneSpec) -> list[Layer]:
     """CNNs: the registry's stride-8/16 pair. ViTs: the middle two of the registry's four evenly
     spaced blocks (1/4, 1/2, 3/4, 1 of the depth), i.e. the blocks at ~1/2 and ~3/4 depth."""
     return list(spec.default_layers[1:3] if spec.is_vit else spec.default_layers)
+
+
+def warm_up_batchnorm(backbone: Backbone, layers: Sequence[Layer], image_size: int) -> None:
+    """The reference loader's side effect: one forward pass of an all-ones ``[1, 3, S, S]`` image in
+    train mode (momentum updates of every BatchNorm's running statistics up to the last of
+    ``layers``), then back to eval mode. A no-op for BatchNorm-free backbones (ViTs)."""
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in backbone.modules()):
+        return
+    device = next(backbone.parameters()).device
+    backbone.model.train()
+    try:
+        with torch.no_grad():
+            backbone(torch.ones(1, 3, image_size, image_size, device=device), layers)
+    finally:
+        backbone.train(False)
 
 
 class PatchCore(AnomalyMethod):
@@ -85,6 +109,8 @@ class PatchCore(AnomalyMethod):
         self.backbone = build_backbone(spec.name, pretrained=ctx.pretrained, weights_dir=ctx.weights_dir,
                                        seed=ctx.seed).to(self.device)
         self.layers = auto_layers(spec) if cfg.layers == "auto" else list(cfg.layers)
+        if cfg.bn_warmup:
+            warm_up_batchnorm(self.backbone, self.layers, cfg.image_size)
         self.aggregator = PatchAggregator(cfg.patch_size, cfg.pretrain_embed_dim, cfg.target_embed_dim)
         self.memory_bank: torch.Tensor | None = None  # [n_coreset, target_embed_dim] float32
         self.bank_size = 0
@@ -120,7 +146,7 @@ class PatchCore(AnomalyMethod):
         self.bank_size = feats.shape[0]
         keep = greedy_coreset(feats, self.cfg.coreset_ratio, projection_dim=self.cfg.projection_dim,
                               num_starting_points=self.cfg.num_starting_points, seed=self.ctx.seed,
-                              progress=self.ctx.progress)
+                              rng=self.cfg.coreset_rng, progress=self.ctx.progress)
         self.memory_bank = feats[keep].contiguous()
         self._train = list(train)
         self._bank_source = keep // patches_per_image

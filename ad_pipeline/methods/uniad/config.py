@@ -8,9 +8,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ad_pipeline.methods.base import MethodConfig
 
-# timm efficientnet_b4 modules equal to the reference's flat MBConv block indices [1, 5, 9, 21]
-# (lukemelas numbering): channels [24, 32, 56, 160], strides [2, 4, 8, 16].
-EFFICIENTNET_B4_BLOCKS = ("blocks.0.1", "blocks.1.3", "blocks.2.3", "blocks.4.5")
+# The reference's flat MBConv block indices [1, 5, 9, 21] of EfficientNet-B4: channels
+# [24, 32, 56, 160], strides [2, 4, 8, 16]. Default: the reference's own network (lukemelas, TF
+# 'same' padding, weights efficientnet-b4-6ed6700e.pth); timm's efficientnet_b4 (symmetric padding,
+# other weights) gives different features.
+DEFAULT_BLOCKS = {
+    "efficientnet_b4_lukemelas": ("_blocks.1", "_blocks.5", "_blocks.9", "_blocks.21"),
+    "efficientnet_b4": ("blocks.0.1", "blocks.1.3", "blocks.2.3", "blocks.4.5"),
+}
 
 
 class DistributedConfig(BaseModel):
@@ -23,9 +28,9 @@ class DistributedConfig(BaseModel):
 
 
 class Config(MethodConfig):
-    backbone: str = "efficientnet_b4"  # fixed by the method; the top-level backbone param is ignored
+    backbone: str = "efficientnet_b4_lukemelas"  # fixed by the method; the top-level backbone param is ignored
     image_size: int = Field(224, ge=32)
-    feature_blocks: list[str] = Field(default_factory=lambda: list(EFFICIENTNET_B4_BLOCKS), min_length=1)
+    feature_blocks: list[str] | None = Field(None, min_length=1)  # None: DEFAULT_BLOCKS[backbone]
     feature_stride: int = Field(16, ge=1)  # the neck's outstride: every block map is resized to image_size / it
     resample: Literal["bilinear", "bicubic", "lanczos"] = "bilinear"  # image resize (CIFAR reference: lanczos)
     hidden: int = Field(256, ge=2)
@@ -54,8 +59,16 @@ class Config(MethodConfig):
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     num_workers: int = Field(4, ge=0)  # image-loading workers per process for feature extraction
 
+    @property
+    def blocks(self) -> list[str]:
+        """``feature_blocks``, or the backbone's reference blocks (``DEFAULT_BLOCKS``) when unset."""
+        return list(self.feature_blocks or DEFAULT_BLOCKS[self.backbone])
+
     @model_validator(mode="after")
     def _check_shapes(self) -> Config:
+        if self.feature_blocks is None and self.backbone not in DEFAULT_BLOCKS:
+            raise ValueError(f"feature_blocks must be given for backbone {self.backbone!r} "
+                             f"(defaults exist for {', '.join(DEFAULT_BLOCKS)})")
         if self.image_size % self.feature_stride:
             raise ValueError(f"image_size must be a multiple of feature_stride ({self.feature_stride}), "
                              f"got {self.image_size}")

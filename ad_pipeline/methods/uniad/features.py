@@ -62,7 +62,7 @@ class AlignedFeatures(nn.Module):
 def build_feature_extractor(cfg: Config, ctx: RunContext) -> AlignedFeatures:
     """The frozen backbone named in ``cfg`` with the weights mode of ``ctx`` (eval mode, no grads)."""
     bb = build_backbone(cfg.backbone, pretrained=ctx.pretrained, weights_dir=ctx.weights_dir, seed=ctx.seed)
-    return AlignedFeatures(bb, cfg.feature_blocks, cfg.feature_stride).eval()
+    return AlignedFeatures(bb, cfg.blocks, cfg.feature_stride).eval()
 
 
 def extract_options(cfg: Config, ctx: RunContext, device: str | torch.device, progress: bool) -> dict:

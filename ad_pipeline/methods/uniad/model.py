@@ -1,7 +1,7 @@
 """UniAD reconstruction transformer (You et al., NeurIPS 2022), spec ``uniad.md`` §3–§4.
 
 Tokens are the ``L = h*w`` positions of the aligned backbone feature map. A post-norm encoder
-with neighbour-masked self-attention feeds a *layer-wise query decoder*: every decoder layer owns
+with neighbour-masked self-attention (each query is blind to the window around itself) feeds a *layer-wise query decoder*: every decoder layer owns
 a learned query set that attends first to the encoder memory, then to the previous layer's
 output, both through the same neighbour mask. Layout inside the module is batch-first
 ``[B, L, D]``; inputs and outputs are feature maps ``[B, C, h, w]``.
@@ -19,17 +19,23 @@ from torch import Tensor, nn
 def neighbour_mask(h: int, w: int, size: int) -> Tensor:
     """Which key positions each query position may attend to: bool ``[h*w, h*w]``, True = visible.
 
-    Query ``(i, j)`` sees keys in rows ``i-size//2 .. i+size//2`` and columns ``j-size//2 ..
-    j+size//2``, clipped at the borders; its own position is therefore always visible, so no
-    softmax row is ever fully masked (no NaN).
+    As in the reference: query ``(i, j)`` may NOT see the keys in rows ``i-size//2 .. i+size//2``
+    and columns ``j-size//2 .. j+size//2`` (clipped at the borders), its own position included, and
+    sees every other position, so a token cannot copy itself or its neighbours (the paper's
+    "identical shortcut"). A grid on which some window covers every position would leave a softmax
+    row with no visible key (NaN): that is a ``ValueError``.
     """
     half = size // 2
     rows = torch.arange(h)
     cols = torch.arange(w)
-    row_ok = (rows[:, None] - rows[None, :]).abs() <= half  # [h, h]
-    col_ok = (cols[:, None] - cols[None, :]).abs() <= half  # [w, w]
-    # visible[(i,j),(k,l)] = row_ok[i,k] & col_ok[j,l]
-    return (row_ok[:, None, :, None] & col_ok[None, :, None, :]).reshape(h * w, h * w)
+    row_near = (rows[:, None] - rows[None, :]).abs() <= half  # [h, h]
+    col_near = (cols[:, None] - cols[None, :]).abs() <= half  # [w, w]
+    # hidden[(i,j),(k,l)] = row_near[i,k] & col_near[j,l]
+    visible = ~(row_near[:, None, :, None] & col_near[None, :, None, :]).reshape(h * w, h * w)
+    if not visible.any(dim=1).all():
+        raise ValueError(f"neighbor_size {size} hides the whole {h}x{w} feature grid from some query "
+                         f"(every key masked); use a smaller neighbor_size or a larger image_size")
+    return visible
 
 
 def draw_jitter_noise(shape: tuple[int, ...], prob: float, generator: torch.Generator | None = None) -> Tensor:
