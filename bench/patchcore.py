@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from ad_pipeline.methods.patchcore.coreset import greedy_coreset, literal_greedy_coreset
-from ad_pipeline.methods.patchcore.pruned import REL_TOL
+from ad_pipeline.methods.patchcore.knn import REL_TOL
 
 BOTTLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "mvtec_ad" / "bottle"
 
@@ -60,11 +60,10 @@ def _case(kind: str, n: int, dim: int, ratio: float, queries: int, queue) -> Non
 
 
 def _compare_pruned_with_faiss(bank: torch.Tensor, queries: torch.Tensor) -> dict:
-    from ad_pipeline.methods.patchcore.knn import faiss_search, flat_index
-    from ad_pipeline.methods.patchcore.pruned import PrunedKnnIndex
+    from ad_pipeline.methods.patchcore.knn import FaissKnnIndex, PrunedKnnIndex
 
     t0 = time.perf_counter()
-    ref_d, ref_i = faiss_search(flat_index(bank), queries, 1)
+    ref_d, ref_i = FaissKnnIndex(bank).search(queries, 1)
     t_faiss = time.perf_counter() - t0
     t0 = time.perf_counter()
     index = PrunedKnnIndex(bank)
