@@ -5,8 +5,9 @@ Per category writes ``artifacts/exports/<dataset>/<method>/<category>/model.<suf
 ``model.json`` (what ``predict --model`` needs: method, input geometry, decision threshold);
 ``artifacts/exports/<dataset>/export.json`` holds the table: one row per method × category ×
 format ("pytorch" = the inference graph in PyTorch) with the image AUROC(s) of that row and of
-the method stage's own PyTorch scores, max |Δ| of maps and scores against the PyTorch graph
-(the pytorch row: its scores against the method stage's), and CPU ms per image at one thread.
+the method stage's own PyTorch scores, max |Δ| of maps and scores against the PyTorch graph,
+absolute and relative to max(1, max |value|) (the pytorch row: its scores against the method
+stage's), and CPU ms per image at one thread.
 Fails (ParityError, no output) when an exported format misses the acceptance tolerances.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from ad_pipeline.data.manifest import Manifest
-from ad_pipeline.export.compare import ParityError, latency_ms, max_abs_diff, run_images, torch_runner
+from ad_pipeline.export.compare import ParityError, latency_ms, max_abs_diff, max_rel_diff, run_images, torch_runner
 from ad_pipeline.export.formats import FORMATS, export_formats, installed_formats, load_runner
 from ad_pipeline.export.inference import Inference, load_inputs
 from ad_pipeline.io import atomic_dir, read_json, read_scores, write_json
@@ -31,8 +32,8 @@ from stages.run_method import upstream_dir
 THREADS = 1  # latency is measured single-threaded: comparable across runtimes and machines
 LATENCY_RUNS = 10
 AUROC_TOL = 0.001  # |Δ image AUROC| vs PyTorch (0.1 point)
-MAP_ATOL = 1e-4  # max |Δ map| vs the PyTorch graph
-SCORE_ATOL = 1e-3  # max |Δ score| vs the PyTorch graph
+MAP_TOL = 1e-4  # max |Δ map| vs the PyTorch graph, relative to max(1, max |map|) (compare.max_rel_diff)
+SCORE_TOL = 1e-4  # the same for scores
 
 
 def export_dir(dataset: str) -> Path:
@@ -71,31 +72,35 @@ def export_category(p: BaseParams, method: str, dataset: str, manifest: Manifest
         "files": {name: path.name for name, path in files.items()}})
     base = {"method": method, "category": manifest.category, "pytorch_auroc": image_aurocs(manifest, stage_scores)}
     rows = [base | {"format": "pytorch", "file": None, "auroc": image_aurocs(manifest, ref_scores),
-                    "max_abs_diff_map": None, "max_abs_diff_score": max_abs_diff(ref_scores, stage_scores),
+                    "max_abs_diff_map": None, "max_rel_diff_map": None,
+                    "max_abs_diff_score": max_abs_diff(ref_scores, stage_scores),
+                    "max_rel_diff_score": max_rel_diff(ref_scores, stage_scores),
                     "cpu_ms_per_image": round(latency_ms(reference, inference.size, LATENCY_RUNS), 2)}]
     for name, path in files.items():
         runner = load_runner(path, THREADS)
         maps, scores = run_images(runner, test, inference.resize, inference.crop)
         rows.append(base | {"format": name, "file": f"{method}/{manifest.category}/{path.name}",
                             "auroc": image_aurocs(manifest, scores), "max_abs_diff_map": max_abs_diff(maps, ref_maps),
+                            "max_rel_diff_map": max_rel_diff(maps, ref_maps),
                             "max_abs_diff_score": max_abs_diff(scores, ref_scores),
+                            "max_rel_diff_score": max_rel_diff(scores, ref_scores),
                             "cpu_ms_per_image": round(latency_ms(runner, inference.size, LATENCY_RUNS), 2)})
     return rows
 
 
 def check_rows(rows: list[dict]) -> None:
-    """ParityError listing every exported row outside AUROC_TOL / MAP_ATOL / SCORE_ATOL."""
+    """ParityError listing every exported row outside AUROC_TOL / MAP_TOL / SCORE_TOL."""
     bad = []
     for r in rows:
         if r["format"] == "pytorch":
             continue
         d_auroc = max(abs(r["auroc"][k] - r["pytorch_auroc"][k]) / 100 for k in r["auroc"])
-        if d_auroc > AUROC_TOL or r["max_abs_diff_map"] > MAP_ATOL or r["max_abs_diff_score"] > SCORE_ATOL:
+        if d_auroc > AUROC_TOL or r["max_rel_diff_map"] > MAP_TOL or r["max_rel_diff_score"] > SCORE_TOL:
             bad.append(f"{r['method']}/{r['category']}/{r['format']}: |Δ AUROC| {d_auroc:.4g}, "
-                       f"|Δ map| {r['max_abs_diff_map']:.3g}, |Δ score| {r['max_abs_diff_score']:.3g}")
+                       f"rel. |Δ map| {r['max_rel_diff_map']:.3g}, rel. |Δ score| {r['max_rel_diff_score']:.3g}")
     if bad:
-        raise ParityError(f"exports outside tolerance (AUROC {AUROC_TOL:g}, map {MAP_ATOL:g}, score {SCORE_ATOL:g}): "
-                          + "; ".join(bad))
+        raise ParityError(f"exports outside tolerance (AUROC {AUROC_TOL:g}, map {MAP_TOL:g}, score {SCORE_TOL:g}, "
+                          "relative to max(1, |PyTorch value|)): " + "; ".join(bad))
 
 
 def run(dataset: str) -> None:

@@ -74,14 +74,16 @@ def _auroc_cell(auroc: Mapping[str, float]) -> str:
     return " / ".join(f"{auroc[k]:.3f}" for k in keys or ["image_auroc"] if k in auroc)
 
 
-def _diff_cell(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1e}"
+def _diff_cell(absolute: float | None, relative: float | None) -> str:
+    """"abs (rel)": max |Δ| and max |Δ| / max(1, |PyTorch value|)."""
+    return "—" if absolute is None else f"{absolute:.1e} ({relative:.1e})"
 
 
 def export_rows(exports: Mapping[str, Mapping]) -> list[list[str]]:
     """One row per dataset × method × category × format of the export stages' tables (see EXPORT_HEAD)."""
     return [[ds, r["method"], r["category"], r["format"], _auroc_cell(r["auroc"]), _auroc_cell(r["pytorch_auroc"]),
-             _diff_cell(r["max_abs_diff_map"]), _diff_cell(r["max_abs_diff_score"]), f"{r['cpu_ms_per_image']:.1f}"]
+             _diff_cell(r["max_abs_diff_map"], r["max_rel_diff_map"]),
+             _diff_cell(r["max_abs_diff_score"], r["max_rel_diff_score"]), f"{r['cpu_ms_per_image']:.1f}"]
             for ds, table in exports.items() for r in table["rows"]]
 
 
@@ -93,7 +95,8 @@ def export_notes(exports: Mapping[str, Mapping]) -> list[str]:
 
 
 EXPORT_HEAD = ["dataset", "method", "category", "format", "image AUROC (LOCO: logical / structural / mean)",
-               "PyTorch model's AUROC", "max |Δ| map vs PyTorch", "max |Δ| score vs PyTorch", "CPU ms/image (1 thread)"]
+               "PyTorch model's AUROC", "max |Δ| map vs PyTorch (relative)",
+               "max |Δ| score vs PyTorch (relative)", "CPU ms/image (1 thread)"]
 
 
 def render_markdown(results: Sequence[Mapping], exports: Mapping[str, Mapping] | None = None,
