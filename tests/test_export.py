@@ -124,3 +124,30 @@ def test_patchcore_graph_matches_the_method_and_refuses_reweight(tmp_path):
     np.testing.assert_allclose(scores, want.scores, rtol=1e-5, atol=1e-6)
     with pytest.raises(NotExportable, match="re-weighted"):
         inference_module("patchcore", tmp_path / "pc", cfg.model_copy(update={"reweight": True}), ctx)
+
+
+def test_uniad_graph_matches_the_method_and_exports(tmp_path):
+    from PIL import Image
+
+    from ad_pipeline.methods.uniad import Config, UniAD
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(6):
+        paths.append(tmp_path / f"{i}.png")
+        img = np.clip(120 + rng.normal(0, 20, (64, 64, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(paths[-1])
+    cfg = Config(image_size=64, hidden=16, heads=2, ffn=32, enc_layers=1, dec_layers=1, neighbor_size=3,
+                 batch_size=4, epochs=1, checkpoint_every=1, num_workers=0)
+    ctx = RunContext(seed=3, pretrained="false", progress=False)
+    method = UniAD(cfg, ctx)
+    method.fit(paths[:4], [])
+    method.save(tmp_path / "uniad")
+    want = method.score(paths[4:])
+    inference = inference_module("uniad", tmp_path / "uniad", cfg, ctx)
+    maps, scores = run_images(torch_runner(inference.module), paths[4:], inference.resize)
+    assert max_abs_diff(maps, want.maps) <= 1e-5 and max_abs_diff(scores, want.scores) <= 1e-5
+    files = export_formats(inference.module, load_inputs(paths[:1], 64), tmp_path / "x", FORMATS)
+    x = load_inputs(paths[4:], 64).numpy()
+    for path in files.values():
+        assert check_parity(load_runner(path, threads=1), torch_runner(inference.module), x) <= 1e-4

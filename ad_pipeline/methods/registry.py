@@ -31,12 +31,12 @@ INFERENCE: dict[str, str] = {
     "efficientad": "ad_pipeline.methods.efficientad.inference:build",
     "puad": "ad_pipeline.methods.puad_inference:build",
     "csad": "ad_pipeline.methods.csad.inference:build",
+    "uniad": "ad_pipeline.methods.uniad.inference:build",
 }
 # Why the other methods have no such graph.
 NOT_EXPORTABLE: dict[str, str] = {
     "musc": "transductive: it scores each test image against the other test images of its batch, "
             "so there is no single-image model to export",
-    "uniad": "not yet: its inference graph (backbone features, transformer, mask) is not written",
     "psad": "not yet: its inference graph (part segmenter, three banks, adaptive scaling) is not written",
 }
 
