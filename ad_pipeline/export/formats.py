@@ -2,7 +2,7 @@
 
 ONNX is written by torch's TorchScript-based exporter (``dynamo=False``: the torch.export-based
 default needs ``onnxscript``, which the project does not depend on), opset 17, dynamic batch.
-OpenVINO IR (``.xml`` + ``.bin``) is converted from that ONNX file and compiled for CPU in f32
+OpenVINO IR (``.xml`` + ``.bin``) is read from that ONNX file and compiled for CPU in f32
 (OpenVINO's CPU default may run bf16 on CPUs that have it, which breaks parity).
 TFLite/LiteRT and TensorRT are not available here (see README "Exports").
 Every runner maps image float32 [B,3,S,S] → (map [B,h,w], score [B]) as numpy arrays.
@@ -75,7 +75,7 @@ def _onnx_runner(path: Path, threads: int | None) -> Runner:
 def _to_openvino(onnx_path: Path, path: Path) -> Path:
     import openvino as ov
 
-    model = ov.convert_model(str(onnx_path))
+    model = ov.Core().read_model(str(onnx_path))  # the C++ ONNX frontend (convert_model would add telemetry)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
         ov.save_model(model, str(Path(tmp) / path.name), compress_to_fp16=False)  # writes <stem>.xml + <stem>.bin
