@@ -1,5 +1,5 @@
 """Exports: the format round trip, parity checks, the method inference graphs against their
-methods (EfficientAD, PUAD, PatchCore) and the PatchCore blur against scipy."""
+methods (EfficientAD, PUAD, PatchCore, UniAD) and the PatchCore blur against scipy."""
 
 from __future__ import annotations
 
@@ -126,6 +126,7 @@ def test_patchcore_graph_matches_the_method_and_refuses_reweight(tmp_path):
         inference_module("patchcore", tmp_path / "pc", cfg.model_copy(update={"reweight": True}), ctx)
 
 
+@pytest.mark.slow  # trains a tiny UniAD and exports it twice: ~45 s on the loaded 2-core machine
 def test_uniad_graph_matches_the_method_and_exports(tmp_path):
     from PIL import Image
 
