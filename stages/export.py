@@ -21,9 +21,9 @@ import torch
 from ad_pipeline.data.manifest import Manifest
 from ad_pipeline.export.compare import ParityError, latency_ms, max_abs_diff, max_rel_diff, run_images, torch_runner
 from ad_pipeline.export.formats import FORMATS, export_formats, installed_formats, load_runner
-from ad_pipeline.export.inference import Inference, load_inputs
+from ad_pipeline.export.inference import Inference, inference_module, load_inputs
 from ad_pipeline.io import atomic_dir, read_json, read_scores, write_json
-from ad_pipeline.methods.registry import NOT_EXPORTABLE, get_method, inference_module, method_names
+from ad_pipeline.methods.registry import NOT_EXPORTABLE, get_method, method_names
 from ad_pipeline.metrics.evaluate import evaluate_category
 from stages.common import ARTIFACTS, load_manifests, log, method_dir, params, run_context, skip_absent
 from stages.params import BaseParams

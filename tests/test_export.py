@@ -13,9 +13,9 @@ from torch import nn
 from ad_pipeline.errors import UserError
 from ad_pipeline.export.compare import ParityError, check_parity, max_abs_diff, run_images, torch_runner
 from ad_pipeline.export.formats import export_formats, installed_formats, load_runner, onnx_session
-from ad_pipeline.export.inference import NotExportable, load_inputs
+from ad_pipeline.export.inference import NotExportable, inference_module, load_inputs
 from ad_pipeline.methods.base import RunContext
-from ad_pipeline.methods.registry import INFERENCE, METHODS, NOT_EXPORTABLE, inference_module
+from ad_pipeline.methods.registry import INFERENCE, METHODS, NOT_EXPORTABLE
 
 FORMATS = installed_formats()
 

@@ -18,6 +18,8 @@ from torchvision.transforms.functional import center_crop
 
 from ad_pipeline.data.images import IMAGENET_MEAN, IMAGENET_STD, load_batch
 from ad_pipeline.errors import UserError
+from ad_pipeline.methods.base import MethodConfig, RunContext
+from ad_pipeline.methods.registry import INFERENCE, NOT_EXPORTABLE, exportable_methods, get_method, resolve
 
 INPUT_NAMES = ("image",)
 OUTPUT_NAMES = ("map", "score")
@@ -43,6 +45,16 @@ class Inference:
 
     def geometry(self) -> dict[str, int | None]:
         return {"resize": self.resize, "crop": self.crop}
+
+
+def inference_module(name: str, model_dir: Path, cfg: MethodConfig, ctx: RunContext) -> Inference:
+    """The inference graph of ``name``'s model fitted in ``model_dir`` (``registry.INFERENCE``);
+    NotExportable naming the reason for a method that has none."""
+    get_method(name)
+    if name not in INFERENCE:
+        raise NotExportable(f"{name} has no export: {NOT_EXPORTABLE[name]}",
+                            fix=f"exportable methods: {', '.join(exportable_methods())}")
+    return resolve(INFERENCE[name])(Path(model_dir), cfg, ctx)
 
 
 def load_inputs(paths: Sequence[Path], resize: int, crop: int | None = None) -> torch.Tensor:

@@ -5,11 +5,8 @@ from __future__ import annotations
 import difflib
 import importlib
 
-from pathlib import Path
-
 from ad_pipeline.errors import UserError
-from ad_pipeline.export.inference import Inference, NotExportable
-from ad_pipeline.methods.base import AnomalyMethod, MethodConfig, RunContext
+from ad_pipeline.methods.base import AnomalyMethod
 
 # name -> "module:Class". Methods with their own multi-stage recipe (UniAD, CSAD, PSAD) are
 # listed too: their stages drive them, but the names are validated here.
@@ -25,7 +22,8 @@ METHODS: dict[str, str] = {
 
 
 # name -> "module:function" building the method's single-image inference graph
-# (``build(model_dir, cfg, ctx) -> ad_pipeline.export.inference.Inference``), used by every exporter.
+# (``build(model_dir, cfg, ctx) -> ad_pipeline.export.inference.Inference``), used by every exporter
+# through ``ad_pipeline.export.inference.inference_module``.
 INFERENCE: dict[str, str] = {
     "patchcore": "ad_pipeline.methods.patchcore.inference:build",
     "efficientad": "ad_pipeline.methods.efficientad.inference:build",
@@ -50,23 +48,14 @@ def get_method(name: str) -> type[AnomalyMethod]:
         close = difflib.get_close_matches(name, METHODS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise UserError(f"unknown method {name!r}.{hint} Valid methods: {', '.join(method_names())}")
-    return _resolve(METHODS[name])
+    return resolve(METHODS[name])
 
 
 def exportable_methods() -> list[str]:
     return sorted(INFERENCE)
 
 
-def inference_module(name: str, model_dir: Path, cfg: MethodConfig, ctx: RunContext) -> Inference:
-    """The inference graph of the model fitted in ``model_dir`` (see ``INFERENCE``); UserError
-    naming the reason for a method that has none."""
-    get_method(name)
-    if name not in INFERENCE:
-        raise NotExportable(f"{name} has no export: {NOT_EXPORTABLE[name]}",
-                            fix=f"exportable methods: {', '.join(exportable_methods())}")
-    return _resolve(INFERENCE[name])(Path(model_dir), cfg, ctx)
-
-
-def _resolve(target: str):
+def resolve(target: str):
+    """The object named by ``"module:attribute"`` (imported on demand)."""
     module, attr = target.split(":")
     return getattr(importlib.import_module(module), attr)
