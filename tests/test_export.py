@@ -152,3 +152,16 @@ def test_uniad_graph_matches_the_method_and_exports(tmp_path):
     x = load_inputs(paths[4:], 64).numpy()
     for path in files.values():
         assert check_parity(load_runner(path, threads=1), torch_runner(inference.module), x) <= 1e-4
+
+
+def test_export_stage_refuses_rows_outside_the_tolerances():
+    from stages.export import check_rows
+
+    auroc = {"image_auroc_logical": 80.0, "image_auroc_mean": 75.0}
+    ok = {"method": "csad", "category": "tray", "format": "onnx", "auroc": auroc, "pytorch_auroc": auroc,
+          "max_rel_diff_map": 1e-5, "max_rel_diff_score": 1e-5}
+    check_rows([ok, ok | {"format": "pytorch", "max_rel_diff_map": None, "max_rel_diff_score": 1.0}])
+    for bad in ({"max_rel_diff_map": 2e-4}, {"max_rel_diff_score": 2e-4},
+                {"auroc": auroc | {"image_auroc_mean": 75.2}}):
+        with pytest.raises(ParityError, match="csad/tray/openvino"):
+            check_rows([ok, ok | {"format": "openvino"} | bad])
