@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ad_pipeline.export import export_onnx, onnx_session
+from ad_pipeline.export.formats import export_onnx, onnx_session
 from ad_pipeline.methods.efficientad.data import PenaltyImages
 from ad_pipeline.methods.efficientad.model import EfficientADModel
 from ad_pipeline.methods.efficientad.train import train_student_autoencoder

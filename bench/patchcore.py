@@ -13,11 +13,15 @@ greedy coreset of the 20 train images and their flips / 180° rotation (62,720 p
 queries = the 83 test images, flipped copies up to 200 images (quick: 5k bank of the plain train
 patches, 20 test images). Pruned and faiss run in the same process; "same_idx" counts queries whose
 nearest row equals faiss's, "near_ties" those that differ only by float32 rounding of equal distances.
+When anomalib is importable, its own PatchCore scoring (``PatchcoreModel.nearest_neighbors``) runs on
+the same bank and queries in the same process and the table gets its row and ``speedup_vs_anomalib``
+(anomalib is not a dependency: e.g. a venv that sees the project's packages, see README).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import multiprocessing as mp
 import resource
@@ -27,7 +31,7 @@ from pathlib import Path
 import torch
 
 from ad_pipeline.methods.patchcore.coreset import greedy_coreset, literal_greedy_coreset
-from ad_pipeline.methods.patchcore.pruned import REL_TOL
+from ad_pipeline.methods.patchcore.knn import REL_TOL
 
 BOTTLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "mvtec_ad" / "bottle"
 
@@ -60,11 +64,10 @@ def _case(kind: str, n: int, dim: int, ratio: float, queries: int, queue) -> Non
 
 
 def _compare_pruned_with_faiss(bank: torch.Tensor, queries: torch.Tensor) -> dict:
-    from ad_pipeline.methods.patchcore.knn import faiss_search, flat_index
-    from ad_pipeline.methods.patchcore.pruned import PrunedKnnIndex
+    from ad_pipeline.methods.patchcore.knn import FaissKnnIndex, PrunedKnnIndex
 
     t0 = time.perf_counter()
-    ref_d, ref_i = faiss_search(flat_index(bank), queries, 1)
+    ref_d, ref_i = FaissKnnIndex(bank).search(queries, 1)
     t_faiss = time.perf_counter() - t0
     t0 = time.perf_counter()
     index = PrunedKnnIndex(bank)
@@ -74,7 +77,25 @@ def _compare_pruned_with_faiss(bank: torch.Tensor, queries: torch.Tensor) -> dic
     scale = REL_TOL * (queries.square().sum(1) + bank.square().sum(1).max())
     return {"seconds": t_pruned, "faiss_seconds": t_faiss, "pruned_fraction": index.stats.pruned_fraction,
             "same_idx": int((~differ).sum()), "near_ties": int((differ & ((d - ref_d)[:, 0].abs() <= scale)).sum()),
-            "queries": len(queries), "faiss_idx": ref_i[:, 0].tolist()}
+            "queries": len(queries), "faiss_idx": ref_i[:, 0].tolist()} | _anomalib_scoring(bank, queries, ref_i[:, 0])
+
+
+def _anomalib_scoring(bank: torch.Tensor, queries: torch.Tensor, faiss_idx: torch.Tensor) -> dict:
+    """anomalib's own PatchCore patch scoring (``PatchcoreModel.nearest_neighbors``, k = 1, its
+    chunked ``euclidean_dist``) on the same bank and queries, when anomalib is importable (it is
+    not a project dependency: run this script with a Python that has it, see README)."""
+    if importlib.util.find_spec("anomalib") is None:
+        return {}
+    import anomalib
+    from anomalib.models.image.patchcore.torch_model import PatchcoreModel
+
+    model = PatchcoreModel(layers=["layer2"], backbone="resnet18", pre_trained=False, num_neighbors=1).eval()
+    model.memory_bank = bank
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        _, idx = model.nearest_neighbors(queries, n_neighbors=1)
+    return {"anomalib_seconds": time.perf_counter() - t0, "anomalib_version": anomalib.__version__,
+            "anomalib_same_idx": int((idx == faiss_idx).sum())}
 
 
 def _real_bottle_features(bank_rows: int, n_images: int) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -156,10 +177,17 @@ def main() -> None:
         res = run(kind, bank_rows, queries=n_queries if kind == "knn_random" else n_images)
         add(f"kNN faiss brute {res['queries']} q vs {bank_rows}x1024 {label}", {**res, "seconds": res["faiss_seconds"]},
             est_200x784_s=round(res["faiss_seconds"] * 200 * 784 / res["queries"], 1))
+        if "anomalib_seconds" in res:
+            add(f"kNN anomalib {res['anomalib_version']} {res['queries']} q vs {bank_rows}x1024 {label}",
+                {**res, "seconds": res["anomalib_seconds"]},
+                est_200x784_s=round(res["anomalib_seconds"] * 200 * 784 / res["queries"], 1),
+                same_idx_as_faiss=f"{res['anomalib_same_idx']}/{res['queries']}")
         add(f"kNN pruned {res['queries']} q vs {bank_rows}x1024 {label}", res,
             est_200x784_s=round(res["seconds"] * 200 * 784 / res["queries"], 1),
             speedup_vs_faiss=round(res["faiss_seconds"] / res["seconds"], 2),
             speedup_vs_134s=round(134 / (res["seconds"] * 200 * 784 / res["queries"]), 2),
+            **({"speedup_vs_anomalib": round(res["anomalib_seconds"] / res["seconds"], 2)}
+               if "anomalib_seconds" in res else {}),
             pruned_fraction=round(res["pruned_fraction"], 4), same_idx=f"{res['same_idx']}/{res['queries']}",
             near_ties=res["near_ties"], **({"weights": res["weights"]} if "weights" in res else {}))
     out = Path(__file__).parent / "results" / "patchcore.json"

@@ -154,11 +154,12 @@ def psad(dataset: str) -> None:
 
 
 @app.command()
-def export(method: str, dataset: str) -> None:
-    """Export fitted models to ONNX with an onnxruntime parity check and CPU latency."""
+def export(dataset: str) -> None:
+    """Export every exportable fitted model of a dataset to each installed format (ONNX, OpenVINO);
+    score the exports on the test split against PyTorch (AUROC, max |Δ|, CPU latency)."""
     from stages import export as stage
 
-    stage.run(method, dataset)
+    stage.run(dataset)
 
 
 @app.command()
@@ -197,8 +198,10 @@ def report(out: Path = typer.Option(Path("report"), help="output folder")) -> No
 @app.command()
 def predict(
     inputs: list[Path] = typer.Argument(..., help="image files and/or folders"),
-    method: str = typer.Option(..., help="method of the fitted model (patchcore, efficientad, puad, …)"),
-    model_dir: Path = typer.Option(..., help="artifacts/<dataset>/<method>/<category>"),
+    method: Optional[str] = typer.Option(None, help="method of the fitted model (patchcore, efficientad, puad, …)"),
+    model_dir: Optional[Path] = typer.Option(None, help="artifacts/<dataset>/<method>/<category>"),
+    model: Optional[Path] = typer.Option(None, help="an exported model file (.onnx, .xml) instead of "
+                                                     "--method/--model-dir: artifacts/exports/<dataset>/<method>/<category>/model.onnx"),
     out: Path = typer.Option(..., help="output folder"),
     device: str = typer.Option("cpu"),
     weights_dir: Optional[Path] = typer.Option(None, help="local weights (if the model needs a backbone)"),
@@ -207,7 +210,14 @@ def predict(
     """Score new images with a fitted model: maps, overlays, scores and decisions."""
     from stages import predict as stage
 
-    summary = stage.run(method, model_dir, inputs, out, device, weights_dir, allow_resize)
+    if model is not None:
+        if method is not None or model_dir is not None:
+            raise UserError("pass either --model or --method with --model-dir, not both")
+        summary = stage.run_exported(model, inputs, out, allow_resize)
+    elif method is None or model_dir is None:
+        raise UserError("predict needs --method and --model-dir (a fitted model) or --model (an exported file)")
+    else:
+        summary = stage.run(method, model_dir, inputs, out, device, weights_dir, allow_resize)
     typer.echo(f"{summary['images']} images scored, {summary['flagged']} flagged at threshold "
                f"{summary['threshold']}; results in {out}")
 

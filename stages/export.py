@@ -1,71 +1,126 @@
-"""Stage ``export_<method>@<dataset>``: one ONNX graph per category (image → map, score) with an
-onnxruntime parity check on the category's test images and a CPU latency figure.
+"""Stage ``export@<dataset>``: every exportable method enabled on the dataset × every installed
+runtime format (ONNX, OpenVINO), each exported model scored on the test split.
 
-Writes ``artifacts/exports/<dataset>/<method>/<category>.onnx`` and ``export.json``.
+Per category writes ``artifacts/exports/<dataset>/<method>/<category>/model.<suffix>`` and
+``model.json`` (what ``predict --model`` needs: method, input geometry, decision threshold);
+``artifacts/exports/<dataset>/export.json`` holds the table: one row per method × category ×
+format ("pytorch" = the inference graph in PyTorch) with the image AUROC(s) of that row and of
+the method stage's own PyTorch scores, max |Δ| of maps and scores against the PyTorch graph,
+absolute and relative to max(1, max |value|) (the pytorch row: its scores against the method
+stage's), and CPU ms per image at one thread.
+Fails (ParityError, no output) when an exported format misses the acceptance tolerances.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from ad_pipeline.errors import UserError
-from ad_pipeline.export import export_efficientad, onnx_session
-from ad_pipeline.io import atomic_dir, read_json, write_json
-from ad_pipeline.methods.registry import get_method
-from stages.common import ARTIFACTS, load_manifests, method_dir, params, run_context, skip_absent
+from ad_pipeline.data.manifest import Manifest
+from ad_pipeline.export.compare import ParityError, latency_ms, max_abs_diff, max_rel_diff, run_images, torch_runner
+from ad_pipeline.export.formats import FORMATS, export_formats, installed_formats, load_runner
+from ad_pipeline.export.inference import Inference, inference_module, load_inputs
+from ad_pipeline.io import atomic_dir, read_json, read_scores, write_json
+from ad_pipeline.methods.registry import NOT_EXPORTABLE, get_method, method_names
+from ad_pipeline.metrics.evaluate import evaluate_category
+from stages.common import ARTIFACTS, load_manifests, log, method_dir, params, run_context, skip_absent
+from stages.params import BaseParams
+from stages.run_method import upstream_dir
 
-EXPORTABLE = ("efficientad", "csad")
-PARITY_IMAGES = 16  # test images used for the parity check
-LATENCY_RUNS = 20
-
-
-def export_dir(dataset: str, method: str) -> Path:
-    return ARTIFACTS / "exports" / dataset / method
-
-
-def cpu_latency_ms(onnx_path: Path, image_size: int) -> float:
-    """Mean onnxruntime CPU latency of one 1×3×S×S image (after one warm-up run)."""
-    session = onnx_session(onnx_path)
-    name = session.get_inputs()[0].name
-    x = np.random.default_rng(0).standard_normal((1, 3, image_size, image_size)).astype(np.float32)
-    session.run(None, {name: x})
-    t0 = time.perf_counter()
-    for _ in range(LATENCY_RUNS):
-        session.run(None, {name: x})
-    return 1000 * (time.perf_counter() - t0) / LATENCY_RUNS
+THREADS = 1  # latency is measured single-threaded: comparable across runtimes and machines
+LATENCY_RUNS = 10
+AUROC_TOL = 0.001  # |Δ image AUROC| vs PyTorch (0.1 point)
+MAP_TOL = 1e-4  # max |Δ map| vs the PyTorch graph, relative to max(1, max |map|) (compare.max_rel_diff)
+SCORE_TOL = 1e-4  # the same for scores
 
 
-def export_category(p, method: str, dataset: str, manifest, out: Path) -> dict:
+def export_dir(dataset: str) -> Path:
+    return ARTIFACTS / "exports" / dataset
+
+
+def load_inference(p: BaseParams, method: str, dataset: str, category: str) -> Inference:
+    """The inference graph of ``method``'s fitted model for one category (params as the method stage's)."""
+    settings = p.settings(method, dataset, category)
+    upstream = {name: upstream_dir(name, dataset, category) for name in get_method(method).requires}
+    ctx = run_context(p, dataset, settings, **upstream)
+    return inference_module(method, method_dir(dataset, method) / category, settings.config, ctx)
+
+
+def image_aurocs(manifest: Manifest, scores: np.ndarray) -> dict[str, float]:
+    """image_auroc (MVTec-style) or image_auroc_{logical,structural,mean} (LOCO), in points."""
+    metrics = evaluate_category(manifest, scores, None)
+    return {k: round(100 * v, 3) for k, v in metrics.items() if k.startswith("image_auroc")}
+
+
+def export_category(p: BaseParams, method: str, dataset: str, manifest: Manifest, out: Path,
+                    formats: list[str]) -> list[dict]:
     model_dir = method_dir(dataset, method) / manifest.category
-    images = manifest.paths("test")[:PARITY_IMAGES]
-    onnx_path = out / f"{manifest.category}.onnx"
-    if method == "efficientad":
-        info = export_efficientad(model_dir, onnx_path, images)
-        size = info["image_size"]
-    else:
-        from ad_pipeline.methods.csad.export import export_csad
+    inference = load_inference(p, method, dataset, manifest.category)
+    test = manifest.paths("test")
+    stage_scores, _ = read_scores(model_dir, "test", manifest.fingerprint("test"), with_maps=False)
+    reference = torch_runner(inference.module)
+    ref_maps, ref_scores = run_images(reference, test, inference.resize, inference.crop)
+    threshold_file = model_dir / "threshold.json"
+    meta = read_json(model_dir / "meta.json")
+    files = export_formats(inference.module, load_inputs(test[:1], inference.resize, inference.crop), out, formats)
+    write_json(out / "model.json", {
+        "method": method, "dataset": dataset, "category": manifest.category, **inference.geometry(),
+        "decision": read_json(threshold_file) if threshold_file.exists() else {},
+        "weights": meta.get("weights"), "image_size": meta.get("image_size"),
+        "files": {name: path.name for name, path in files.items()}})
+    base = {"method": method, "category": manifest.category, "pytorch_auroc": image_aurocs(manifest, stage_scores)}
+    rows = [base | {"format": "pytorch", "file": None, "auroc": image_aurocs(manifest, ref_scores),
+                    "max_abs_diff_map": None, "max_rel_diff_map": None,
+                    "max_abs_diff_score": max_abs_diff(ref_scores, stage_scores),
+                    "max_rel_diff_score": max_rel_diff(ref_scores, stage_scores),
+                    "cpu_ms_per_image": round(latency_ms(reference, inference.size, LATENCY_RUNS), 2)}]
+    for name, path in files.items():
+        runner = load_runner(path, THREADS)
+        maps, scores = run_images(runner, test, inference.resize, inference.crop)
+        rows.append(base | {"format": name, "file": f"{method}/{manifest.category}/{path.name}",
+                            "auroc": image_aurocs(manifest, scores), "max_abs_diff_map": max_abs_diff(maps, ref_maps),
+                            "max_rel_diff_map": max_rel_diff(maps, ref_maps),
+                            "max_abs_diff_score": max_abs_diff(scores, ref_scores),
+                            "max_rel_diff_score": max_rel_diff(scores, ref_scores),
+                            "cpu_ms_per_image": round(latency_ms(runner, inference.size, LATENCY_RUNS), 2)})
+    return rows
 
-        cls = get_method(method)
-        settings = p.settings(method, dataset, manifest.category)
-        cfg = settings.config
-        upstream = {name: method_dir(dataset, name) / manifest.category for name in cls.requires}
-        fitted = cls.load(model_dir, cfg, run_context(p, dataset, settings, **upstream))
-        info = {"onnx_path": str(onnx_path), "max_abs_diff": export_csad(fitted, onnx_path, images)}
-        size = cfg.image_size
-    info["onnx_path"] = onnx_path.name  # beside export.json
-    return info | {"cpu_ms_per_image": round(cpu_latency_ms(onnx_path, size), 2),
-                   "weights": read_json(model_dir / "meta.json").get("weights")}
+
+def check_rows(rows: list[dict]) -> None:
+    """ParityError listing every exported row outside AUROC_TOL / MAP_TOL / SCORE_TOL."""
+    bad = []
+    for r in rows:
+        if r["format"] == "pytorch":
+            continue
+        d_auroc = max(abs(r["auroc"][k] - r["pytorch_auroc"][k]) / 100 for k in r["auroc"])
+        if d_auroc > AUROC_TOL or r["max_rel_diff_map"] > MAP_TOL or r["max_rel_diff_score"] > SCORE_TOL:
+            bad.append(f"{r['method']}/{r['category']}/{r['format']}: |Δ AUROC| {d_auroc:.4g}, "
+                       f"rel. |Δ map| {r['max_rel_diff_map']:.3g}, rel. |Δ score| {r['max_rel_diff_score']:.3g}")
+    if bad:
+        raise ParityError(f"exports outside tolerance (AUROC {AUROC_TOL:g}, map {MAP_TOL:g}, score {SCORE_TOL:g}, "
+                          "relative to max(1, |PyTorch value|)): " + "; ".join(bad))
 
 
-def run(method: str, dataset: str) -> None:
-    if method not in EXPORTABLE:
-        raise UserError(f"no ONNX export for {method!r}", fix=f"exportable methods: {', '.join(EXPORTABLE)}")
+def run(dataset: str) -> None:
     p = params()
-    if skip_absent(f"export_{method}@{dataset}", dataset, export_dir(dataset, method)):
+    enabled = [m for m in method_names() if dataset in p.method(m).datasets]
+    methods = [m for m in enabled if m not in NOT_EXPORTABLE]
+    formats = installed_formats()
+    if skip_absent(f"export@{dataset}", dataset, export_dir(dataset)):
         return
-    with atomic_dir(export_dir(dataset, method)) as out:
-        report = {m.category: export_category(p, method, dataset, m, out) for m in load_manifests(dataset)}
-        write_json(out / "export.json", report)
+    torch.set_num_threads(THREADS)
+    with atomic_dir(export_dir(dataset)) as out:
+        rows = []
+        for method in methods:
+            for manifest in load_manifests(dataset):
+                log.info("export@%s: %s/%s → %s", dataset, method, manifest.category, ", ".join(formats))
+                cat_out = out / method / manifest.category
+                cat_out.mkdir(parents=True)
+                rows += export_category(p, method, dataset, manifest, cat_out, formats)
+        check_rows(rows)
+        write_json(out / "export.json", {
+            "dataset": dataset, "formats": formats, "threads": THREADS,
+            "not_installed": [f for f in FORMATS if f not in formats],
+            "skipped": {m: NOT_EXPORTABLE[m] for m in enabled if m in NOT_EXPORTABLE}, "rows": rows})

@@ -2,7 +2,8 @@
 
 Writes per image ``<stem>_map.png`` (the anomaly map) and ``<stem>_overlay.png``, one JSON
 line per image in ``predictions.jsonl`` (score, decision at the validation threshold saved
-with the model) and ``summary.json``.
+with the model) and ``summary.json``. ``run`` uses a fitted model directory (PyTorch),
+``run_exported`` a file written by the export stage (ONNX, OpenVINO), with the same outputs.
 """
 
 from __future__ import annotations
@@ -79,21 +80,55 @@ def run(method: str, model_dir: Path, inputs: list[Path], out: Path, device: str
         load_rgb(p)  # fail on unreadable files before any work
     threshold_file = model_dir / "threshold.json"
     decision = read_json(threshold_file) if threshold_file.exists() else {}
-    threshold = decision.get("score_threshold")
     if decision.get("warning"):
         log.warning("WARNING %s: %s", threshold_file, decision["warning"])
     result = model.score(paths)
+    return write_predictions(out, paths, result.scores, result.maps, decision,
+                             {"method": method, "model_dir": str(model_dir), "weights": meta.get("weights")})
+
+
+def run_exported(model: Path, inputs: list[Path], out: Path, allow_resize: bool = False) -> dict:
+    """As ``run`` for a file written by the export stage (any installed format), read with the
+    ``model.json`` beside it (method, input geometry, decision threshold, training image size)."""
+    from ad_pipeline.export.compare import run_images
+    from ad_pipeline.export.formats import load_runner
+
+    model = Path(model)
+    runner = load_runner(model)
+    info_file = model.with_suffix(".json")
+    if not info_file.is_file():
+        raise UserError("the exported model has no model.json beside it", path=info_file,
+                        fix="use a model folder written by the export stage (artifacts/exports/<dataset>/...)")
+    info = read_json(info_file)
+    paths = collect_images(inputs)
+    if not allow_resize:
+        check_sizes(paths, info.get("image_size"))
+    for p in paths:
+        load_rgb(p)
+    decision = info.get("decision", {})
+    if decision.get("warning"):
+        log.warning("WARNING %s: %s", info_file, decision["warning"])
+    maps, scores = run_images(runner, paths, info["resize"], info["crop"])
+    return write_predictions(out, paths, scores, maps, decision,
+                             {"method": info["method"], "model": str(model), "weights": info.get("weights")})
+
+
+def write_predictions(out: Path, paths: list[Path], scores: np.ndarray, maps: np.ndarray | None, decision: dict,
+                      about: dict) -> dict:
+    """Map and overlay PNGs, ``predictions.jsonl`` and ``summary.json`` (``about`` + counts) in
+    ``out``; ``decision``: the model's threshold.json ({} = no threshold, no decisions)."""
+    threshold = decision.get("score_threshold")
     cmap = colormaps["jet"]
     with atomic_dir(out) as tmp:
         lines = []
         for i, p in enumerate(paths):
-            score = float(result.scores[i])
+            score = float(scores[i])
             record = {"image": str(p), "score": score,
                       "anomalous": None if threshold is None else bool(score > threshold)}
-            if result.maps is not None:
+            if maps is not None:
                 image = np.asarray(load_rgb(p))
-                amap = resize_maps(result.maps[i][None], image.shape[:2])[0]
-                lo, hi = float(result.maps.min()), float(result.maps.max())
+                amap = resize_maps(maps[i][None], image.shape[:2])[0]
+                lo, hi = float(maps.min()), float(maps.max())
                 rgb = (cmap((amap - lo) / (hi - lo + 1e-12))[..., :3] * 255).astype(np.uint8)
                 Image.fromarray(rgb).save(tmp / f"{p.stem}_map.png")
                 Image.fromarray((0.5 * image + 0.5 * rgb).astype(np.uint8)).save(tmp / f"{p.stem}_overlay.png")
@@ -101,8 +136,9 @@ def run(method: str, model_dir: Path, inputs: list[Path], out: Path, device: str
             lines.append(json.dumps(record))
         (tmp / "predictions.jsonl").write_text("\n".join(lines) + "\n")
         flagged = sum(json.loads(line)["anomalous"] or 0 for line in lines)
-        summary = {"method": method, "model_dir": str(model_dir), "images": len(paths), "threshold": threshold,
+        summary = {"method": about["method"], **{k: v for k, v in about.items() if k not in ("method", "weights")},
+                   "images": len(paths), "threshold": threshold,
                    "threshold_source": decision.get("source"), "threshold_warning": decision.get("warning"),
-                   "flagged": flagged if threshold is not None else None, "weights": meta.get("weights")}
+                   "flagged": flagged if threshold is not None else None, "weights": about.get("weights")}
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -28,8 +28,8 @@ def run(out: Path = Path("report")) -> None:
     everything = [read_json(METRICS_DIR / f"{ds}.json") for ds in p.summary_datasets]
     results = [r for r in everything if not r.get("absent")]
     absent = {r["dataset"]: r["missing"] for r in everything if r.get("absent")}
-    exports = {f"{path.parent.parent.name}/{path.parent.name}": read_json(path)
-               for path in sorted((ARTIFACTS / "exports").glob("*/*/export.json"))}
+    exports = {ds: read_json(ARTIFACTS / "exports" / ds / "export.json") for ds in p.summary_datasets
+               if (ARTIFACTS / "exports" / ds / "export.json").exists()}
     with atomic_dir(out) as tmp:
         (tmp / "img").mkdir()
         figures = {r["dataset"]: _figures(r, tmp, p.evaluate.aupro_limit) for r in results}

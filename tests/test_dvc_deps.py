@@ -4,7 +4,8 @@ command imports is a dep (the file or a folder above it), so editing it re-runs 
 The import closure is static (``ast``): the module-level imports of ``stages/cli.py``, the lazy
 imports in the body of the subcommand's function, then every import (module-level or in a
 function) of each module reached, transitively; plus the registry's module of a method named in
-the command (``run patchcore …``: ``get_method`` imports it by name). Generic over dvc.yaml: a
+the command (``run patchcore …``: ``get_method`` imports it by name), and for ``export`` every
+registered inference graph. Generic over dvc.yaml: a
 new stage is checked without editing this test.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ad_pipeline.methods.registry import METHODS
+from ad_pipeline.methods.registry import INFERENCE, METHODS
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("ad_pipeline", "stages")
@@ -107,6 +108,8 @@ def required_files(cmd: str) -> set[Path]:
     roots |= {METHODS[a].split(":")[0] for a in rest if a in METHODS}
     if subcommand == "check-params":  # validation builds every method section from its Config
         roots |= {target.split(":")[0] for target in METHODS.values()}
+    if subcommand == "export":  # every method's inference graph, imported by name from the registry
+        roots |= {target.split(":")[0] for target in (*METHODS.values(), *INFERENCE.values())}
     return closure(roots) | {Path("stages/cli.py")}  # its module level only: the rest is lazy
 
 

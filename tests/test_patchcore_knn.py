@@ -1,12 +1,11 @@
-"""Exact pruned kNN (principal-subspace bounds) against float64 brute force."""
+"""Exact kNN indexes (faiss, torch, principal-subspace pruning) against float64 brute force; save/load."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ad_pipeline.methods.patchcore.knn import nearest_sq_distances
-from ad_pipeline.methods.patchcore.pruned import PrunedKnnIndex
+from ad_pipeline.methods.patchcore.knn import KnnIndex, PrunedKnnIndex, build_index, nearest_sq_distances
 
 
 # float32 ‖q‖² + ‖m‖² − 2qᵀm (as faiss computes it) is off by ~1e-6 of the squared norms (~600 here)
@@ -71,3 +70,21 @@ def test_pruned_search_is_deterministic_and_checks_k():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     with pytest.raises(ValueError, match="fewer than k=501"):
         PrunedKnnIndex(bank, dims=4).search(queries, 501)
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch", "pruned"])
+def test_index_is_built_once_and_round_trips_through_save_load(backend, tmp_path):
+    g = torch.Generator().manual_seed(4)
+    bank, queries = torch.randn(400, 16, generator=g), torch.randn(60, 16, generator=g)
+    index = build_index(bank, backend)
+    first = index.search(queries, 3)
+    assert_exact_knn(*first, queries, bank)
+    second = index.search(queries[:7], 3)  # the same object serves many searches
+    assert torch.equal(second[1], first[1][:7])
+    index.save(tmp_path / "bank.npy")
+    loaded = KnnIndex.load(tmp_path / "bank.npy")
+    assert type(loaded) is type(index) and loaded.options == index.options
+    again = loaded.search(queries, 3)
+    assert torch.equal(again[0], first[0]) and torch.equal(again[1], first[1])
+    with pytest.raises(ValueError, match="unknown kNN backend 'annoy'"):
+        build_index(bank, "annoy")

@@ -60,3 +60,21 @@ def test_figures_are_png_files(tmp_path):
     overlay_figure(rows, "t", tmp_path / "ov.png")
     for name in ("roc.png", "pro.png", "ov.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+EXPORTS = {"synthetic_loco": {
+    "formats": ["onnx"], "not_installed": ["openvino"], "skipped": {"musc": "transductive"},
+    "rows": [{"method": "csad", "category": "tray", "format": "onnx",
+              "auroc": {"image_auroc_logical": 91.25, "image_auroc_structural": 80.0, "image_auroc_mean": 85.625},
+              "pytorch_auroc": {"image_auroc_logical": 91.25, "image_auroc_structural": 80.0, "image_auroc_mean": 85.625},
+              "max_abs_diff_map": 2e-6, "max_rel_diff_map": 1e-6, "max_abs_diff_score": 0.5, "max_rel_diff_score": 1e-5,
+              "cpu_ms_per_image": 12.34}]}}
+
+
+def test_export_table_has_a_row_per_format_with_loco_aurocs_and_notes():
+    md = render_markdown([], EXPORTS)
+    assert ("| synthetic_loco | csad | tray | onnx | 91.250 / 80.000 / 85.625 | 91.250 / 80.000 / 85.625 "
+            "| 2.0e-06 (1.0e-06) | 5.0e-01 (1.0e-05) | 12.3 |") in md
+    assert "- synthetic_loco: musc not exported (transductive)" in md
+    assert "- synthetic_loco: format(s) openvino not installed" in md
+    assert "<li>synthetic_loco: musc not exported (transductive)</li>" in render_html([], {}, "now", EXPORTS)

@@ -95,6 +95,30 @@ def test_predict_on_new_images(workdir, tmp_path):
     assert (out / "stain_000_overlay.png").exists() and json.loads((out / "summary.json").read_text())["images"] == 2
 
 
+def test_export_stage_and_predict_from_an_exported_model(workdir, tmp_path):
+    """export@synthetic_ad: PatchCore in every installed format, on a par with PyTorch; predict
+    --model gives the PyTorch path's scores and decisions for each file."""
+    invoke("export", "synthetic_ad")
+    table = json.loads((workdir / "artifacts/exports/synthetic_ad/export.json").read_text())
+    assert table["formats"] == ["onnx", "openvino"] and table["skipped"] == {}
+    assert [(r["method"], r["format"]) for r in table["rows"]] == [("patchcore", f) for f in ["pytorch", *table["formats"]]]
+    for row in table["rows"]:
+        assert row["auroc"] == row["pytorch_auroc"] and row["max_rel_diff_score"] <= 1e-4
+    src = workdir / "data/synthetic/synthetic_ad/disc/test"
+    images = [str(src / "good/000.png"), str(src / "stain/000.png")]
+    invoke("predict", *images, "--method", "patchcore", "--model-dir",
+           str(workdir / "artifacts/synthetic_ad/patchcore/disc"), "--out", str(tmp_path / "torch"))
+    want = [json.loads(x) for x in (tmp_path / "torch/predictions.jsonl").read_text().splitlines()]
+    for name in ["model.onnx", "model.xml"]:
+        out = tmp_path / name
+        invoke("predict", *images, "--model", str(workdir / "artifacts/exports/synthetic_ad/patchcore/disc" / name),
+               "--out", str(out))
+        got = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+        assert [g["anomalous"] for g in got] == [w["anomalous"] for w in want]
+        np.testing.assert_allclose([g["score"] for g in got], [w["score"] for w in want], rtol=1e-5)
+        assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (tmp_path / "torch").iterdir())
+
+
 def test_predict_refuses_images_of_another_size(workdir, tmp_path):
     from PIL import Image
 

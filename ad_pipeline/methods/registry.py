@@ -21,6 +21,24 @@ METHODS: dict[str, str] = {
 }
 
 
+# name -> "module:function" building the method's single-image inference graph
+# (``build(model_dir, cfg, ctx) -> ad_pipeline.export.inference.Inference``), used by every exporter
+# through ``ad_pipeline.export.inference.inference_module``.
+INFERENCE: dict[str, str] = {
+    "patchcore": "ad_pipeline.methods.patchcore.inference:build",
+    "efficientad": "ad_pipeline.methods.efficientad.inference:build",
+    "puad": "ad_pipeline.methods.puad_inference:build",
+    "csad": "ad_pipeline.methods.csad.inference:build",
+    "uniad": "ad_pipeline.methods.uniad.inference:build",
+}
+# Why the other methods have no such graph.
+NOT_EXPORTABLE: dict[str, str] = {
+    "musc": "transductive: it scores each test image against the other test images of its batch, "
+            "so there is no single-image model to export",
+    "psad": "not yet: its inference graph (part segmenter, three banks, adaptive scaling) is not written",
+}
+
+
 def method_names() -> list[str]:
     return sorted(METHODS)
 
@@ -30,5 +48,14 @@ def get_method(name: str) -> type[AnomalyMethod]:
         close = difflib.get_close_matches(name, METHODS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise UserError(f"unknown method {name!r}.{hint} Valid methods: {', '.join(method_names())}")
-    module, cls = METHODS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return resolve(METHODS[name])
+
+
+def exportable_methods() -> list[str]:
+    return sorted(INFERENCE)
+
+
+def resolve(target: str):
+    """The object named by ``"module:attribute"`` (imported on demand)."""
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)

@@ -68,13 +68,35 @@ def _published(result: Mapping, method: str, key: str, category: str | None = No
     return published_for(result.get("published"), method, category).get(key)
 
 
+def _auroc_cell(auroc: Mapping[str, float]) -> str:
+    """"logical / structural / mean" for LOCO, the single image AUROC otherwise (points)."""
+    keys = [k for k in ("image_auroc_logical", "image_auroc_structural", "image_auroc_mean") if k in auroc]
+    return " / ".join(f"{auroc[k]:.3f}" for k in keys or ["image_auroc"] if k in auroc)
+
+
+def _diff_cell(absolute: float | None, relative: float | None) -> str:
+    """"abs (rel)": max |Δ| and max |Δ| / max(1, |PyTorch value|)."""
+    return "—" if absolute is None else f"{absolute:.1e} ({relative:.1e})"
+
+
 def export_rows(exports: Mapping[str, Mapping]) -> list[list[str]]:
-    """[model, category, weights, max |Δ| torch vs onnxruntime, CPU ms/image] per exported model."""
-    return [[name, cat, str(info.get("weights")), f"{info['max_abs_diff']:.2e}", f"{info['cpu_ms_per_image']:.1f}"]
-            for name, per_cat in exports.items() for cat, info in per_cat.items()]
+    """One row per dataset × method × category × format of the export stages' tables (see EXPORT_HEAD)."""
+    return [[ds, r["method"], r["category"], r["format"], _auroc_cell(r["auroc"]), _auroc_cell(r["pytorch_auroc"]),
+             _diff_cell(r["max_abs_diff_map"], r["max_rel_diff_map"]),
+             _diff_cell(r["max_abs_diff_score"], r["max_rel_diff_score"]), f"{r['cpu_ms_per_image']:.1f}"]
+            for ds, table in exports.items() for r in table["rows"]]
 
 
-EXPORT_HEAD = ["model (dataset/method)", "category", "weights", "max |Δ| torch vs ONNX", "ONNX Runtime CPU ms/image"]
+def export_notes(exports: Mapping[str, Mapping]) -> list[str]:
+    """Methods enabled but not exported, and formats not installed, per dataset."""
+    notes = [f"{ds}: {m} not exported ({why})" for ds, t in exports.items() for m, why in t.get("skipped", {}).items()]
+    return notes + [f"{ds}: format(s) {', '.join(t['not_installed'])} not installed"
+                    for ds, t in exports.items() if t.get("not_installed")]
+
+
+EXPORT_HEAD = ["dataset", "method", "category", "format", "image AUROC (LOCO: logical / structural / mean)",
+               "PyTorch model's AUROC", "max |Δ| map vs PyTorch (relative)",
+               "max |Δ| score vs PyTorch (relative)", "CPU ms/image (1 thread)"]
 
 
 def _md_cell(result: Mapping, method: str, key: str, vals: Mapping, category: str | None = None) -> str:
@@ -103,9 +125,9 @@ def render_markdown(results: Sequence[Mapping], exports: Mapping[str, Mapping] |
                 out.append(f"| {cat} | " + " | ".join(_md_cell(result, method, k, vals, cat) for k in cols) + " |")
             out.append("")
     if exports:
-        out += ["## ONNX exports", "", "| " + " | ".join(EXPORT_HEAD) + " |", "|---" * len(EXPORT_HEAD) + "|"]
+        out += ["## Exports", "", "| " + " | ".join(EXPORT_HEAD) + " |", "|---" * len(EXPORT_HEAD) + "|"]
         out += ["| " + " | ".join(row) + " |" for row in export_rows(exports)]
-        out.append("")
+        out += [""] + [f"- {note}" for note in export_notes(exports)] + [""]
     return "\n".join(out)
 
 
@@ -160,6 +182,7 @@ def render_html(results: Sequence[Mapping], figures: Mapping[str, Mapping[str, l
         head = "".join(f"<th>{html.escape(h)}</th>" for h in EXPORT_HEAD)
         rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
                        for row in export_rows(exports))
-        parts.append(f"<h2 id='exports'>ONNX exports</h2><table><tr>{head}</tr>{rows}</table>")
+        notes = "".join(f"<li>{html.escape(n)}</li>" for n in export_notes(exports))
+        parts.append(f"<h2 id='exports'>Exports</h2><table><tr>{head}</tr>{rows}</table><ul>{notes}</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)

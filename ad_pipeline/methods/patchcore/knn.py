@@ -1,90 +1,299 @@
-"""Exact k-nearest-neighbour search (squared Euclidean distances, as faiss IndexFlatL2 returns them).
+"""Exact k-nearest-neighbour indexes over a memory bank (squared Euclidean distances, as faiss
+IndexFlatL2 returns them): build once, ``search`` many times, ``save``/``load``.
 
 Backends, chosen by measurement (bench/patchcore.py, 2 CPU cores): on CPU faiss ``IndexFlatL2``
-was ~1.6x faster than chunked torch matmul with identical neighbours; on GPU the torch path runs
-on the device. "pruned" (``pruned.PrunedKnnIndex``) skips most distance computations on
-clustered features (real CNN patch features) and falls back to brute force where it cannot
-prune (e.g. white noise). All are exact searches.
+(``FaissKnnIndex``) was ~1.6x faster than chunked torch matmul (``TorchKnnIndex``) with identical
+neighbours; on GPU the torch path runs on the device. ``PrunedKnnIndex`` skips most distance
+computations on clustered features (real CNN patch features) and falls back to brute force where
+it cannot prune (e.g. white noise). All are exact searches.
+
+Principal-subspace pruning (``PrunedKnnIndex``), hand-written because no installed library does
+*exact* pruned search (faiss IVF/HNSW/PQ are approximate; faiss/sklearn brute force does all
+Q·M·D work). The bound: with an orthonormal
+basis P [D, d] of the bank's top-d principal directions, the centred vector x − μ splits into
+its projection p = Pᵀ(x − μ) and an orthogonal residual r. For a query q and a bank row m
+
+    ‖q − m‖² = ‖p_q − p_m‖² + ‖r_q − r_m‖² ≥ ‖p_q − p_m‖² + (‖r_q‖ − ‖r_m‖)² = ‖q̃ − m̃‖²,
+
+with the lifted vectors x̃ = [p, ‖r‖] of d + 1 dims. So a lower bound for every pair costs a
+(d+1)-dim matrix product instead of a D-dim one. Per query the exact distances to its ``probe``
+rows of smallest bound give an upper bound on its k-th neighbour distance; only rows whose bound
+does not exceed it can be among the k nearest. Queries are grouped by their nearest of a few
+seeded bank "pivots" (in lifted space) so that a chunk's candidates overlap; the exact distances
+of the chunk are then one dense product with the union of its candidates, or with the whole bank
+when that union is a large part of it (features without low-dimensional structure, e.g. white
+noise, get no pruning and cost the brute force plus the (d+1)/D bound work).
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
 import numpy as np
 import torch
 
+from ad_pipeline.io import atomic_path
+
 DEFAULT_CHUNK_ELEMENTS = 1 << 24  # 16M floats = 64 MiB distance block
+# Bounds are compared with a margin of REL_TOL · (‖q − μ‖² + max‖m − μ‖²): float32 rounding of the
+# expanded distances is ~1e-6 of that scale, so the margin keeps the search exact at the cost of a
+# few extra candidates.
+REL_TOL = 1e-4
+
+
+class KnnIndex:
+    """Exact squared-L2 kNN over ``bank`` [M, D] (kept as float32). Subclasses build their search
+    structure in ``__init__`` and implement ``search``; ``options`` are the constructor keywords
+    (saved with the bank, so ``load`` rebuilds the same index)."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, bank: torch.Tensor, **options: Any):
+        if bank.ndim != 2:
+            raise ValueError(f"memory bank must be [M, D], got shape {tuple(bank.shape)}")
+        self.bank = bank.detach().float().contiguous()
+        self.options = options
+
+    def search(self, queries: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Squared distances [Q, k] (ascending) and indices [Q, k] of the k nearest bank rows of
+        ``queries`` [Q, D]."""
+        raise NotImplementedError
+
+    def _check_k(self, k: int) -> int:
+        m = self.bank.shape[0]
+        if m < k:
+            raise ValueError(f"memory bank has {m} rows, fewer than k={k}")
+        return m
+
+    def save(self, path: str | Path) -> None:
+        """``<path>`` (.npy bank) + ``<path>.json`` (backend and options); atomic writes."""
+        path = Path(path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, self.bank.cpu().numpy(), allow_pickle=False)
+        with atomic_path(path.with_name(path.name + ".json")) as tmp:
+            tmp.write_text(json.dumps({"kind": self.kind, "options": self.options}))
+
+    @staticmethod
+    def load(path: str | Path, device: str | torch.device = "cpu") -> KnnIndex:
+        """The index written by ``save`` (rebuilt from its bank: every backend is deterministic)."""
+        path = Path(path)
+        meta = json.loads(path.with_name(path.name + ".json").read_text())
+        bank = torch.from_numpy(np.load(path, allow_pickle=False)).to(device)
+        return INDEXES[meta["kind"]](bank, **meta["options"])
+
+
+class TorchKnnIndex(KnnIndex):
+    """‖q‖² + ‖m‖² − 2 qᵀm in float32, clamped at 0, top-k per query chunk on the bank's device.
+    Memory: [chunk, M] blocks with chunk = max(1, chunk_elements // M) queries."""
+
+    kind = "torch"
+
+    def __init__(self, bank: torch.Tensor, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS):
+        super().__init__(bank, chunk_elements=chunk_elements)
+        self.bank_sq = (self.bank * self.bank).sum(dim=1)
+        self.chunk = max(1, chunk_elements // self.bank.shape[0])
+
+    def search(self, queries: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_k(k)
+        dists, indices = [], []
+        for start in range(0, queries.shape[0], self.chunk):
+            q = queries[start:start + self.chunk].to(self.bank.device, torch.float32)
+            d = torch.addmm(self.bank_sq[None, :], q, self.bank.T, alpha=-2).add_((q * q).sum(dim=1, keepdim=True))
+            top = torch.topk(d.clamp_(min=0), k, dim=1, largest=False)
+            dists.append(top.values)
+            indices.append(top.indices)
+        return torch.cat(dists), torch.cat(indices)
+
+
+class FaissKnnIndex(KnnIndex):
+    """faiss ``IndexFlatL2`` over a float32 CPU copy of the bank, built once; results on CPU."""
+
+    kind = "faiss"
+
+    def __init__(self, bank: torch.Tensor):
+        import faiss
+
+        super().__init__(bank)
+        self.index = faiss.IndexFlatL2(self.bank.shape[1])
+        self.index.add(np.ascontiguousarray(self.bank.cpu().numpy(), dtype=np.float32))
+
+    def search(self, queries: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_k(k)
+        dist, idx = self.index.search(np.ascontiguousarray(queries.detach().cpu().numpy(), dtype=np.float32), k)
+        return torch.from_numpy(dist).clamp_(min=0), torch.from_numpy(idx)
+
+
+@dataclass
+class PruningStats:
+    """What the last search did: fraction of (query, bank row) pairs whose exact distance was not
+    computed, and how many query groups fell back to the whole bank."""
+
+    pruned_fraction: float = 0.0
+    groups: int = 0
+    brute_force_groups: int = 0
+
+
+class PrunedKnnIndex(KnnIndex):
+    """Exact squared-L2 kNN over ``bank`` [M, D] (float32, CPU or GPU) with principal-subspace
+    pruning (see the module docstring).
+
+    Building costs one [D, D] covariance and its (float64) eigendecomposition. Memory: the bank,
+    the lifted bank [M, d+1], and per query chunk a [chunk, M] bound block plus the dense block
+    against the chunk's candidate union (chunk = max(1, chunk_elements // M)).
+    """
+
+    kind = "pruned"
+
+    def __init__(self, bank: torch.Tensor, dims: int = 128, *, probe: int = 4, pivots: int = 256, group: int = 32,
+                 max_union_fraction: float = 0.5, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, seed: int = 0):
+        super().__init__(bank, dims=dims, probe=probe, pivots=pivots, group=group,
+                         max_union_fraction=max_union_fraction, chunk_elements=chunk_elements, seed=seed)
+        self.bank_sq = (self.bank * self.bank).sum(dim=1)
+        self.probe = probe
+        self.group = group
+        self.max_union_fraction = max_union_fraction
+        self.chunk = max(1, chunk_elements // self.bank.shape[0])
+        self.mean = self.bank.mean(dim=0)
+        centred = self.bank - self.mean
+        eigvecs = torch.linalg.eigh((centred.T @ centred).double()).eigenvectors  # ascending eigenvalues
+        self.basis = eigvecs[:, -min(dims, self.bank.shape[1]):].float().contiguous()  # [D, d]
+        self.lifted_bank = self.lift(self.bank)  # [M, d+1]
+        self.lifted_sq = (self.lifted_bank * self.lifted_bank).sum(dim=1)
+        rows = np.random.default_rng(seed).choice(len(self.bank), min(pivots, len(self.bank)), replace=False)
+        self.pivots = self.lifted_bank[torch.from_numpy(np.sort(rows)).to(self.bank.device)]
+        self.stats = PruningStats()
+        self._flat: KnnIndex | None = None  # brute-force index, built on the first fallback
+
+    def lift(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, D] -> [N, d+1]: principal coordinates and the residual norm (computed directly, not as
+        a difference of squares, to avoid cancellation)."""
+        centred = x.float() - self.mean
+        coords = centred @ self.basis
+        residual = torch.linalg.vector_norm(centred - coords @ self.basis.T, dim=1)
+        return torch.cat([coords, residual[:, None]], dim=1)
+
+    def search(self, queries: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self._check_k(k)
+        queries = queries.to(self.bank.device, torch.float32)
+        lifted = self.lift(queries)
+        order = torch.sort(self._nearest_pivot(lifted), stable=True).indices
+        dist = torch.empty(len(queries), k, device=self.bank.device)
+        idx = torch.empty(len(queries), k, dtype=torch.long, device=self.bank.device)
+        self.stats = PruningStats()
+        exact_pairs = 0
+        for start in range(0, len(queries), self.chunk):
+            rows = order[start:start + self.chunk]
+            d, i, pairs = self._search_chunk(queries[rows], lifted[rows], k)
+            dist[rows], idx[rows] = d, i
+            exact_pairs += pairs
+        self.stats.pruned_fraction = 1.0 - exact_pairs / max(1, len(queries) * m)
+        return dist, idx
+
+    def _nearest_pivot(self, lifted: torch.Tensor) -> torch.Tensor:
+        scores = lifted @ self.pivots.T - 0.5 * (self.pivots * self.pivots).sum(dim=1)
+        return scores.argmax(dim=1)
+
+    def _search_chunk(self, q: torch.Tensor, q_lifted: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """k nearest of one query chunk, and the number of exact (query, row) distances computed.
+
+        Per-query constants (‖q‖², ‖q̃‖²) are added after top-k or moved into the threshold, which
+        saves full passes over the [B, M] blocks without changing any order."""
+        m = self.bank.shape[0]
+        q_sq = (q * q).sum(dim=1, keepdim=True)
+        q_lifted_sq = (q_lifted * q_lifted).sum(dim=1)
+        lower = torch.addmm(self.lifted_sq[None, :], q_lifted, self.lifted_bank.T, alpha=-2)  # bound − ‖q̃‖²
+        probe = torch.topk(lower, min(max(self.probe, k), m), dim=1, largest=False).indices  # [B, t]
+        probe_rows = self.bank.index_select(0, probe.flatten()).unflatten(0, probe.shape)  # [B, t, D]
+        probed = torch.baddbmm(q_sq[:, :, None] + self.bank_sq[probe][:, :, None], probe_rows, q[:, :, None],
+                               alpha=-2)[:, :, 0]
+        upper = torch.topk(probed, k, dim=1, largest=False).values[:, -1]  # >= each query's k-th distance
+        margin = REL_TOL * (q_lifted_sq + self.lifted_sq.max())
+        candidate = lower <= (upper + margin - q_lifted_sq)[:, None]  # [B, M]: holds every query's k nearest
+        dist = torch.empty(len(q), k, device=q.device)
+        idx = torch.empty(len(q), k, dtype=torch.long, device=q.device)
+        unprunable, exact_pairs = [], 0
+        for start in range(0, len(q), self.group):
+            rows = torch.arange(start, min(start + self.group, len(q)), device=q.device)
+            union = candidate[rows].view(torch.uint8).amax(dim=0).nonzero()[:, 0]  # (amax: much faster than any)
+            self.stats.groups += 1
+            if len(union) > self.max_union_fraction * m:
+                unprunable.append(rows)
+                continue
+            partial = torch.addmm(self.bank_sq.index_select(0, union)[None, :], q[rows],
+                                  self.bank.index_select(0, union).T, alpha=-2)  # distance − ‖q‖²
+            top = torch.topk(partial, k, dim=1, largest=False)
+            dist[rows], idx[rows] = top.values.add_(q_sq[rows]).clamp_(min=0), union[top.indices]
+            exact_pairs += partial.numel()
+        if unprunable:
+            rows = torch.cat(unprunable)
+            self.stats.brute_force_groups += len(unprunable)
+            dist[rows], idx[rows] = self._brute_force(q[rows], k)
+            exact_pairs += len(rows) * m
+        return dist, idx, exact_pairs
+
+    def _brute_force(self, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact search against the whole bank: faiss on CPU (measured faster), torch on GPU; the
+        index is built on the first fallback and kept."""
+        if self._flat is None:
+            self._flat = (FaissKnnIndex if self.bank.device.type == "cpu" else TorchKnnIndex)(self.bank)
+        dist, idx = self._flat.search(q, k)
+        return dist.to(q.device), idx.to(q.device)
+
+
+INDEXES: dict[str, type[KnnIndex]] = {"torch": TorchKnnIndex, "faiss": FaissKnnIndex, "pruned": PrunedKnnIndex}
+
+
+def build_index(bank: torch.Tensor, backend: str = "auto", **options: Any) -> KnnIndex:
+    """An index of ``bank`` [M, D]: ``backend`` "auto" (faiss for CPU tensors, torch otherwise),
+    "faiss", "torch" or "pruned"; ``options`` go to its constructor."""
+    return INDEXES[_backend(bank, backend)](bank, **options)
+
+
+def _backend(bank: torch.Tensor, backend: str) -> str:
+    if backend == "auto":
+        return "faiss" if bank.device.type == "cpu" else "torch"
+    if backend not in INDEXES:
+        raise ValueError(f"unknown kNN backend {backend!r}; expected auto, {', '.join(INDEXES)}")
+    return backend
 
 
 def nearest_sq_distances(queries: torch.Tensor, bank: torch.Tensor, k: int = 1, *, backend: str = "auto",
                          chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
-    """Squared L2 distances [Q, k] (ascending) and indices [Q, k] of the k nearest ``bank`` rows.
-
-    ``queries`` [Q, D], ``bank`` [M, D]; ``backend``: "auto" (faiss for CPU tensors, torch
-    otherwise), "faiss", "torch" or "pruned". Memory: the torch and pruned paths hold [chunk, M]
-    blocks with chunk = max(1, chunk_elements // M) queries; faiss blocks its search internally.
-    """
+    """One-off search of a fresh index of ``bank``; ``chunk_elements`` sizes the torch and pruned
+    blocks (faiss blocks its search internally)."""
     if bank.shape[0] < k:
         raise ValueError(f"memory bank has {bank.shape[0]} rows, fewer than k={k}")
-    if backend == "auto":
-        backend = "faiss" if bank.device.type == "cpu" else "torch"
-    if backend == "faiss":
-        return faiss_search(flat_index(bank), queries, k)
-    if backend == "pruned":
-        from ad_pipeline.methods.patchcore.pruned import PrunedKnnIndex
-
-        return PrunedKnnIndex(bank, chunk_elements=chunk_elements).search(queries, k)
-    if backend != "torch":
-        raise ValueError(f"unknown kNN backend {backend!r}; expected auto, faiss, torch or pruned")
-    return _torch_search(queries, bank, k, chunk_elements)
+    backend = _backend(bank, backend)
+    options = {} if backend == "faiss" else {"chunk_elements": chunk_elements}
+    return build_index(bank, backend, **options).search(queries, k)
 
 
-def flat_index(bank: torch.Tensor):
-    """A faiss ``IndexFlatL2`` holding a float32 CPU copy of ``bank`` [M, D]."""
-    import faiss
-
-    index = faiss.IndexFlatL2(bank.shape[1])
-    index.add(np.ascontiguousarray(bank.detach().cpu().numpy(), dtype=np.float32))
-    return index
-
-
-def faiss_search(index, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact search of ``index`` (``flat_index``): squared distances and indices [Q, k], on CPU."""
-    dist, idx = index.search(np.ascontiguousarray(queries.detach().cpu().numpy(), dtype=np.float32), k)
-    return torch.from_numpy(dist).clamp_(min=0), torch.from_numpy(idx)
-
-
-def _torch_search(queries: torch.Tensor, bank: torch.Tensor, k: int,
-                  chunk_elements: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """‖q‖² + ‖m‖² − 2 qᵀm in float32, clamped at 0, top-k per query chunk."""
-    bank = bank.float()
-    bank_sq = (bank * bank).sum(dim=1)
-    chunk = max(1, chunk_elements // bank.shape[0])
-    dists, indices = [], []
-    for start in range(0, queries.shape[0], chunk):
-        q = queries[start:start + chunk].to(bank.device, torch.float32)
-        d = torch.addmm(bank_sq[None, :], q, bank.T, alpha=-2).add_((q * q).sum(dim=1, keepdim=True)).clamp_(min=0)
-        top = torch.topk(d, k, dim=1, largest=False)
-        dists.append(top.values)
-        indices.append(top.indices)
-    return torch.cat(dists), torch.cat(indices)
-
-
-def nearest_sq_distances_excluding(queries: torch.Tensor, bank: torch.Tensor, k: int, query_owner: torch.Tensor,
-                                   bank_owner: torch.Tensor, *,
-                                   backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
-    """As ``nearest_sq_distances``, but query i never matches a bank row with ``bank_owner == query_owner[i]``.
+def search_excluding(index: KnnIndex, queries: torch.Tensor, k: int, query_owner: torch.Tensor,
+                     bank_owner: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """As ``index.search``, but query i never matches a bank row with ``bank_owner == query_owner[i]``.
 
     ``query_owner`` [Q] and ``bank_owner`` [M] are integer ids (e.g. the train image a patch came
     from). Exact: one search for K = k + c nearest rows, c = the most bank rows any queried owner
     has; at most c of them are excluded, so the first k kept are the k nearest allowed rows.
     Memory: [Q, K] distances and indices (callers chunk the queries).
     """
+    m = index.bank.shape[0]
     owners = torch.unique(query_owner)
     counts = torch.bincount(bank_owner.cpu(), minlength=int(owners.max()) + 1)[owners.cpu()]
-    if bank.shape[0] - int(counts.max()) < k:
-        raise ValueError(f"memory bank keeps {bank.shape[0] - int(counts.max())} rows after excluding an owner's "
+    if m - int(counts.max()) < k:
+        raise ValueError(f"memory bank keeps {m - int(counts.max())} rows after excluding an owner's "
                          f"{int(counts.max())}, fewer than k={k}")
-    sq, idx = nearest_sq_distances(queries, bank, min(k + int(counts.max()), bank.shape[0]), backend=backend)
+    sq, idx = index.search(queries, min(k + int(counts.max()), m))
     excluded = bank_owner.to(idx.device)[idx] == query_owner.to(idx.device)[:, None]  # [Q, K]
     order = torch.sort(excluded.to(torch.uint8), dim=1, stable=True).indices[:, :k]  # allowed first, by distance
     return sq.gather(1, order), idx.gather(1, order)
+
+
+def nearest_sq_distances_excluding(queries: torch.Tensor, bank: torch.Tensor, k: int, query_owner: torch.Tensor,
+                                   bank_owner: torch.Tensor, *,
+                                   backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """One-off ``search_excluding`` against a fresh index of ``bank``."""
+    return search_excluding(build_index(bank, backend), queries, k, query_owner, bank_owner)

@@ -18,7 +18,7 @@ from ad_pipeline.errors import ArtifactError, UserError
 from ad_pipeline.io import read_json, save_npy, write_json
 from ad_pipeline.methods.base import AnomalyMethod, MethodConfig, RunContext, Scores
 from ad_pipeline.methods.patchcore.coreset import greedy_coreset
-from ad_pipeline.methods.patchcore.knn import nearest_sq_distances, nearest_sq_distances_excluding
+from ad_pipeline.methods.patchcore.knn import KnnIndex, build_index, search_excluding
 from ad_pipeline.methods.patchcore.model import PatchAggregator
 
 
@@ -117,6 +117,7 @@ class PatchCore(AnomalyMethod):
         # kept by fit for train_loo_scores: the train images and the image index of every bank row [n_coreset]
         self._train: list[Path] | None = None
         self._bank_source: torch.Tensor | None = None
+        self._index: tuple[torch.Tensor, str, KnnIndex] | None = None  # (bank it indexes, backend, index)
 
     def embed(self, paths: Sequence[Path]) -> torch.Tensor:
         """Patch features [N, h, w, target_embed_dim]: h = w = image_size / 8 for stride-8 CNN layers,
@@ -195,7 +196,7 @@ class PatchCore(AnomalyMethod):
         n, h, w, d = feats.shape
         bank = self.memory_bank.to(self.device)
         query_owner = None if owners is None else owners.repeat_interleave(h * w)
-        sq, idx = self._nearest(feats.reshape(-1, d).to(self.device), bank, self.cfg.num_neighbors, query_owner)
+        sq, idx = self._nearest(feats.reshape(-1, d).to(self.device), self.cfg.num_neighbors, query_owner)
         patch = sq.mean(dim=1).reshape(n, h, w).cpu()
         if self.cfg.reweight:
             scores = self._reweighted(feats.reshape(n, h * w, d), patch.reshape(n, -1), idx[:, 0].reshape(n, -1),
@@ -204,12 +205,18 @@ class PatchCore(AnomalyMethod):
             scores = patch.flatten(1).amax(dim=1)
         return patch, scores.numpy().astype(np.float32)
 
-    def _nearest(self, queries: torch.Tensor, bank: torch.Tensor, k: int,
+    def _bank_index(self) -> KnnIndex:
+        """The kNN index of the current memory bank, built on first use and kept."""
+        backend = self.cfg.knn_backend
+        if self._index is None or self._index[0] is not self.memory_bank or self._index[1] != backend:
+            self._index = (self.memory_bank, backend, build_index(self.memory_bank.to(self.device), backend))
+        return self._index[2]
+
+    def _nearest(self, queries: torch.Tensor, k: int,
                  query_owner: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         if query_owner is None:
-            return nearest_sq_distances(queries, bank, k, backend=self.cfg.knn_backend)
-        return nearest_sq_distances_excluding(queries, bank, k, query_owner, self._bank_source,
-                                              backend=self.cfg.knn_backend)
+            return self._bank_index().search(queries, k)
+        return search_excluding(self._bank_index(), queries, k, query_owner, self._bank_source)
 
     def _reweighted(self, feats: torch.Tensor, patch: torch.Tensor, nearest: torch.Tensor, bank: torch.Tensor,
                     owners: torch.Tensor | None) -> torch.Tensor:
@@ -223,7 +230,7 @@ class PatchCore(AnomalyMethod):
         available = bank.shape[0]
         if owners is not None:
             available -= int(torch.bincount(self._bank_source, minlength=int(owners.max()) + 1)[owners].max())
-        _, neigh = self._nearest(m_star, bank, min(self.cfg.reweight_neighbors, available), owners)
+        _, neigh = self._nearest(m_star, min(self.cfg.reweight_neighbors, available), owners)
         d_neigh = (t[:, None, :] - bank[neigh]).norm(dim=-1).double()  # [N, b]
         d_star = (t - m_star).norm(dim=-1).double()
         share = 1.0 / torch.exp(d_neigh - d_star[:, None]).sum(dim=1)  # exp(d*)/Σexp(d), overflow-safe

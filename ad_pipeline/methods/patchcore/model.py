@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,9 @@ class PatchAggregator(nn.Module):
         self.pretrain_embed_dim = pretrain_embed_dim
         self.target_embed_dim = target_embed_dim
 
-    def forward(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, maps: Sequence[torch.Tensor],
+                pool: Callable[[torch.Tensor, int], torch.Tensor] = pool_to) -> torch.Tensor:
+        """``pool``: the [P, L] -> [P, dim] pooling (the export graph passes a matrix form of ``pool_to``)."""
         b, _, h0, w0 = maps[0].shape
         per_layer = []
         for fmap in maps:
@@ -42,6 +44,6 @@ class PatchAggregator(nn.Module):
             if grid.shape[-2:] != (h0, w0):
                 grid = F.interpolate(grid, size=(h0, w0), mode="bilinear", align_corners=False)
             vectors = grid.flatten(2).transpose(1, 2).reshape(b * h0 * w0, -1)
-            per_layer.append(pool_to(vectors, self.pretrain_embed_dim))
+            per_layer.append(pool(vectors, self.pretrain_embed_dim))
         stacked = torch.stack(per_layer, dim=1).reshape(b * h0 * w0, -1)  # [P, layers·pretrain_dim]
-        return pool_to(stacked, self.target_embed_dim).reshape(b, h0, w0, self.target_embed_dim)
+        return pool(stacked, self.target_embed_dim).reshape(b, h0, w0, self.target_embed_dim)

@@ -1,0 +1,81 @@
+"""The contract between a method and the exporters: one ``nn.Module`` image → (map, score).
+
+Input ``image``: float32 RGB [B,3,S,S] in [0,1], squashed (bilinear, PIL) to ``resize`` and
+center-cropped to ``crop`` (``load_inputs`` does exactly that). Outputs ``map`` float32
+[B,h,w] (higher = more anomalous) and ``score`` float32 [B], with every normalisation,
+memory bank and calibration constant inside the module as buffers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.transforms.functional import center_crop
+
+from ad_pipeline.data.images import IMAGENET_MEAN, IMAGENET_STD, load_batch
+from ad_pipeline.errors import UserError
+from ad_pipeline.methods.base import MethodConfig, RunContext
+from ad_pipeline.methods.registry import INFERENCE, NOT_EXPORTABLE, exportable_methods, get_method, resolve
+
+INPUT_NAMES = ("image",)
+OUTPUT_NAMES = ("map", "score")
+
+
+class NotExportable(UserError):
+    """This method (or this configuration of it) has no single-image inference graph."""
+
+
+@dataclass(frozen=True)
+class Inference:
+    """A method's single-image inference: ``module`` (see the module docstring) and its input
+    geometry (``resize``: squash size; ``crop``: center crop, None = none)."""
+
+    module: nn.Module
+    resize: int
+    crop: int | None = None
+
+    @property
+    def size(self) -> int:
+        """Side S of the module's square input."""
+        return self.crop or self.resize
+
+    def geometry(self) -> dict[str, int | None]:
+        return {"resize": self.resize, "crop": self.crop}
+
+
+def inference_module(name: str, model_dir: Path, cfg: MethodConfig, ctx: RunContext) -> Inference:
+    """The inference graph of ``name``'s model fitted in ``model_dir`` (``registry.INFERENCE``);
+    NotExportable naming the reason for a method that has none."""
+    get_method(name)
+    if name not in INFERENCE:
+        raise NotExportable(f"{name} has no export: {NOT_EXPORTABLE[name]}",
+                            fix=f"exportable methods: {', '.join(exportable_methods())}")
+    return resolve(INFERENCE[name])(Path(model_dir), cfg, ctx)
+
+
+def load_inputs(paths: Sequence[Path], resize: int, crop: int | None = None) -> torch.Tensor:
+    """The module input for ``paths``: float32 [B,3,S,S] in [0,1]."""
+    x = load_batch(list(paths), resize, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    return x if crop is None or crop == resize else center_crop(x, [crop, crop])
+
+
+class Normalize(nn.Module):
+    """[B,3,H,W] in [0,1] → (x − mean) / std per channel (ImageNet statistics by default)."""
+
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def mahalanobis(x: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    """Distances [N] of rows of ``x`` [N,D] to ``mean`` [D] under ``precision`` [D,D] (negatives clipped)."""
+    d = x - mean
+    return ((d @ precision) * d).sum(1).clamp_min(0).sqrt()
