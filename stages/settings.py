@@ -150,7 +150,9 @@ def effective(p: BaseParams, section: str, dataset: str, category: str | None = 
         err = e.errors()[0]
         raise ParamsError(f"{where}: {'.'.join(map(str, err['loc']))}: {err['msg']} (got {err.get('input')!r})",
                           fix="correct the dataset profile or the section in params.yaml") from None
-    values = _flatten(config.model_dump(mode="json")) | ({"backbone": merged["backbone"]} if "backbone" in merged else {})
+    values = _flatten(config.model_dump(mode="json"))
+    if "backbone" in merged:
+        values["backbone"] = merged["backbone"]
     return Effective(section, dataset, category, config, values, {k: sources.get(k, PAPER) for k in values})
 
 

@@ -139,6 +139,6 @@ def test_dvc_dag_of_evaluate_mvtec_loco_is_the_recipe(repo):
     out = subprocess.run([dvc, "dag", "--dot", "evaluate@mvtec_loco"], cwd=repo, capture_output=True, text=True,
                          timeout=120, check=True).stdout
     stages = set(re.findall(r'^"([^"]+)";$', out, re.M))
-    assert {s for s in stages if "@" in s} == {f"{s}@mvtec_loco" for s in ("prepare", "patchcore", "efficientad_teacher", "efficientad", "puad",
-                                                  "pseudo_labels", "segmentor", "csad", "part_segmenter", "psad",
-                                                  "fuse", "evaluate")}
+    recipe = ("prepare", "patchcore", "efficientad_teacher", "efficientad", "puad", "pseudo_labels", "segmentor",
+              "csad", "part_segmenter", "psad", "fuse", "evaluate")
+    assert {s for s in stages if "@" in s} == {f"{s}@mvtec_loco" for s in recipe}
