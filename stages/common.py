@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from ad_pipeline.data.manifest import Manifest
@@ -106,12 +107,17 @@ def run_context(p: BaseParams, dataset: str, settings: Effective | None = None, 
     )
 
 
-def recipe_marks(settings: Effective | None, weights: str) -> dict:
-    """``paper_recipe`` (every setting the paper's and no random-init weights) and the
-    ``deviations`` from it: ``{setting: source}``, plus ``"weights": "random-init"``."""
+def recipe_marks(settings: Effective | None, weights: str, upstream: Mapping[str, Path] | None = None) -> dict:
+    """``paper_recipe`` (every setting the paper's, no random-init weights, every upstream stage
+    the paper's) and the ``deviations`` from it: ``{setting: source}``, ``"weights":
+    "random-init"`` and ``"upstream.<stage>": "not the paper recipe"``."""
     deviations = settings.deviations() if settings is not None else {}
     if weights in ("random-init", "mixed"):
         deviations = {**deviations, "weights": weights}
+    for name, d in (upstream or {}).items():
+        meta = Path(d) / "meta.json"
+        if meta.exists() and not read_json(meta).get("paper_recipe", True):
+            deviations = {**deviations, f"upstream.{name}": "not the paper recipe"}
     return {"paper_recipe": not deviations, "deviations": deviations}
 
 
@@ -126,7 +132,7 @@ def write_meta(out_dir: Path, *, method: str, section: Any, ctx: RunContext, mea
         "backbone": ctx.backbone,
         "pretrained": ctx.pretrained,
         "weights": weights,
-        **recipe_marks(settings, weights),
+        **recipe_marks(settings, weights, ctx.upstream_dirs),
         "seed": ctx.seed,
         "device": cfg.get("device") or ctx.device,  # a section's own device overrides the run's
         "dtype": cfg.get("precision", "fp32"),  # MuSc's autocast precision; every other stage computes in fp32

@@ -129,10 +129,12 @@ def check(p: BaseParams, dataset: str) -> tuple[list[Need], dict[str, float], Co
     if p.device.startswith("cuda"):
         import torch
 
-        c.add("all", f"a GPU (device: {p.device})", torch.cuda.is_available(), "run on a machine with CUDA or set device: cpu")
+        c.add("all", f"a GPU (device: {p.device})", torch.cuda.is_available(),
+              "run on a machine with CUDA or set device: cpu")
     methods = [m for m in STAGES if dataset in p.method(m).datasets]
     if "psad" in methods and "patchcore" not in methods:
-        c.add("psad", "patchcore on this dataset (PSAD reads its scores)", False, f"add {dataset} to patchcore.datasets")
+        c.add("psad", "patchcore on this dataset (PSAD reads its scores)", False,
+              f"add {dataset} to patchcore.datasets")
     cats = n.categories or [None]
     costs: dict[str, float] = {}
     n_cat = max(len(n.categories), OFFICIAL_SIZE.get(ds.format, (0, 0, 1))[2] if n.official else 1)
@@ -165,7 +167,8 @@ def check(p: BaseParams, dataset: str) -> tuple[list[Need], dict[str, float], Co
             costs[m] = n_cat * cfg.steps * COST["efficientad_step"][cfg.model_size] * (cfg.image_size / 256) ** 2
         elif m == "puad":
             if "efficientad" not in methods:
-                c.add(m, "efficientad on this dataset (PUAD reads its model)", False, f"add {dataset} to efficientad.datasets")
+                c.add(m, "efficientad on this dataset (PUAD reads its model)", False,
+                      f"add {dataset} to efficientad.datasets")
             costs[m] = (n.train + n.test) * COST["puad_image"]
         elif m == "uniad":
             c.backbone(m, cfg.backbone)
@@ -206,7 +209,9 @@ def check(p: BaseParams, dataset: str) -> tuple[list[Need], dict[str, float], Co
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 def render(dataset: str, needs: list[Need], costs: dict[str, float], n: Counts) -> str:

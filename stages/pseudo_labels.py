@@ -52,7 +52,8 @@ def run(dataset: str) -> None:
             miou = (matched_miou(labels.label_maps, [load_mask(t) for t in truth])
                     if all(t.exists() for t in truth) else None)
             log.info("pseudo_labels@%s/%s: %d classes, mIoU vs true parts %s", dataset, cat, labels.num_classes, miou)
-            write_meta(out / cat, method="pseudo_labels", section=labels_cfg, ctx=ctx, measured=timing, settings=settings,
+            write_meta(out / cat, method="pseudo_labels", section=labels_cfg, ctx=ctx, measured=timing,
+                       settings=settings,
                        extra={"weights": "random-init" if "random-init" in weights.values() else weights["descriptor"],
                               "component_weights": weights, "num_classes": labels.num_classes,
                               "miou_vs_true_parts": miou, "proposer": labels_cfg.proposer,

@@ -24,7 +24,8 @@ def run(dataset: str) -> None:
             cat_dir = out / manifest.category
             settings = p.settings("csad", dataset, manifest.category)
             cfg = settings.config
-            ctx = run_context(p, dataset, settings)
+            upstream = method_dir(dataset, "pseudo_labels") / manifest.category
+            ctx = run_context(p, dataset, settings, pseudo_labels=upstream)
             labels = PseudoLabels.load(method_dir(dataset, "pseudo_labels") / manifest.category)
             with measured() as timing:
                 model, history = fit_segmentor(manifest.paths("train"), labels, cfg, ctx)

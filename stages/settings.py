@@ -150,21 +150,28 @@ def effective(p: BaseParams, section: str, dataset: str, category: str | None = 
         err = e.errors()[0]
         raise ParamsError(f"{where}: {'.'.join(map(str, err['loc']))}: {err['msg']} (got {err.get('input')!r})",
                           fix="correct the dataset profile or the section in params.yaml") from None
-    values = _flatten(config.model_dump(mode="json")) | ({"backbone": merged["backbone"]} if "backbone" in merged else {})
+    values = _flatten(config.model_dump(mode="json"))
+    if "backbone" in merged:
+        values["backbone"] = merged["backbone"]
     return Effective(section, dataset, category, config, values, {k: sources.get(k, PAPER) for k in values})
 
 
 def settings_table(p: BaseParams, section: str, dataset: str, category: str | None = None) -> str:
-    """A text table of :func:`effective`: setting, value, source; then whether it is the recipe."""
+    """A text table of :func:`effective`: setting, source, value; then whether it is the recipe."""
     if dataset not in p.datasets:
         raise ParamsError(f"no dataset {dataset!r} in params.yaml", fix=f"known: {', '.join(p.datasets)}")
     if section not in section_names():
         raise ParamsError(f"no section {section!r}", fix=f"known: {', '.join(section_names())}")
     eff = effective(p, section, dataset, category)
-    rows = [(k, json.dumps(v), eff.sources[k]) for k, v in sorted(eff.values.items())]
-    widths = [max(len(r[i]) for r in [("setting", "value", "source"), *rows]) for i in range(3)]
+    rows = [(k, eff.sources[k], json.dumps(v)) for k, v in sorted(eff.values.items())]
+    if section == "pseudo_labels":  # Grounded-SAM's prompt table is read as it stands
+        g = p.pseudo_labels.grounded_sam.get(category or "", p.pseudo_labels.grounded_sam.get("default"))
+        rows += [(f"grounded_sam.{k}", "pseudo_labels.grounded_sam", json.dumps(v))
+                 for k, v in sorted((g.model_dump(mode="json") if g else {}).items())]
+    head = ("setting", "source", "value")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(3)]
     lines = [f"{section} on {dataset}" + (f"/{category}" if category else "") + ":"]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [("setting", "value", "source"), *rows]]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *rows]]
     dev = eff.deviations()
     lines.append("paper recipe: yes" if not dev else f"NOT the paper recipe: {len(dev)} setting(s) changed "
                  f"({', '.join(sorted(dev))})")

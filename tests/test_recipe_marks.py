@@ -19,6 +19,15 @@ def test_meta_marks_deviations_and_random_init(repo):
     assert not demo["paper_recipe"] and demo["deviations"]["steps"] == "dataset profile"
 
 
+def test_a_stage_on_a_non_recipe_upstream_is_not_the_recipe(repo, tmp_path):
+    p = load_params(repo / "params.yaml")
+    (tmp_path / "meta.json").write_text(json.dumps({"paper_recipe": False}))
+    marks = recipe_marks(p.settings("puad", "mvtec_loco"), "n/a", {"efficientad": tmp_path})
+    assert marks == {"paper_recipe": False, "deviations": {"upstream.efficientad": "not the paper recipe"}}
+    (tmp_path / "meta.json").write_text(json.dumps({"paper_recipe": True}))
+    assert recipe_marks(p.settings("puad", "mvtec_loco"), "n/a", {"efficientad": tmp_path})["paper_recipe"]
+
+
 def test_method_recipe_collects_categories(tmp_path):
     for cat, meta in {"a": {"paper_recipe": True, "deviations": {}, "backbone": "wide_resnet50_2",
                             "params": {"steps": 70000, "image_size": 256}},

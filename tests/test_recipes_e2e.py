@@ -20,6 +20,10 @@ from ad_pipeline.data.synthetic.official import LOCO_CATEGORIES, write_mvtec_ad,
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
+# On top of the synthetic profile: a few steps per training loop (wiring, not accuracy)
+TEST_BUDGET = {"efficientad_teacher": {"steps": 10, "norm_images": 8}, "efficientad": {"steps": 20},
+               "csad": {"lgst_steps": 10, "segmentor": {"epochs": 2, "sup_only_epochs": 1}},
+               "psad": {"segmenter": {"epochs": 2, "sup_only_epochs": 1}}}
 
 
 def sh(*cmd: str, cwd: Path, env: dict) -> str:
@@ -39,9 +43,12 @@ def project(tmp_path_factory):
     ds = params["datasets"]
     generic = "data/mvtec_loco/breakfast_box/train/good"  # stands in for ImageNet
     loco = json.loads(json.dumps(ds["synthetic_loco"]["profile"]).replace("data/synthetic/generic_images", generic))
+    for section, budget in TEST_BUDGET.items():
+        loco[section] = loco[section] | budget
     ds["mvtec_loco"]["profile"] = loco
     ds["mvtec_ad"]["profile"] = ds["synthetic_ad"]["profile"] | {
-        k: loco[k] for k in ("efficientad_teacher", "efficientad")}
+        "uniad": ds["synthetic_ad"]["profile"]["uniad"] | {"epochs": 2, "lr_step": 1},
+        **{k: loco[k] for k in ("efficientad_teacher", "efficientad")}}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root, env
 

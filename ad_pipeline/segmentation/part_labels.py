@@ -45,7 +45,8 @@ class PartLabels:
         return max(len(self.class_names), top + 1)
 
 
-def _class_ids(names: Sequence[str], class_names: Sequence[str] | None, source: Path) -> tuple[dict[str, int], list[str]]:
+def _class_ids(names: Sequence[str], class_names: Sequence[str] | None,
+               source: Path) -> tuple[dict[str, int], list[str]]:
     if class_names:
         ordered = list(class_names) if class_names[0] == BACKGROUND else [BACKGROUND, *class_names]
         unknown = sorted(set(names) - set(ordered))

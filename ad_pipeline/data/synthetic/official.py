@@ -36,4 +36,5 @@ def write_mvtec_ad(root: Path, seed: int = 0, categories: tuple[str, ...] = MVTE
                    counts: ad.ADCounts = TINY_AD) -> None:
     """An official-layout MVTec AD tree under ``root``."""
     for k, name in enumerate(categories):
-        ad.write_category(Path(root), seed, dataclasses.replace(ad.CATEGORIES[k % len(ad.CATEGORIES)], name=name), counts)
+        scene = ad.CATEGORIES[k % len(ad.CATEGORIES)]
+        ad.write_category(Path(root), seed, dataclasses.replace(scene, name=name), counts)
