@@ -23,7 +23,7 @@ def project(tmp_path, monkeypatch, repo):
     raw["datasets"] = {"mvtec_loco": raw["datasets"]["mvtec_loco"]}
     for method in ("patchcore", "efficientad", "puad", "csad", "psad", "musc", "uniad"):
         raw[method]["datasets"] = [d for d in raw[method]["datasets"] if d == "mvtec_loco"]
-    raw["fuse"]["datasets"], raw["summary_datasets"] = ["mvtec_loco"], []
+    raw["fuse"]["datasets"], raw["summary_datasets"], raw["uniad_vis"]["datasets"] = ["mvtec_loco"], [], []
     raw["weights_dir"] = str(tmp_path / "weights")  # empty: nothing placed
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no library cache either
