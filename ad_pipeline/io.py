@@ -115,12 +115,19 @@ def _non_finite(what: str, values: np.ndarray, path: Path, writer: str | None, f
                             f"written by {writer or 'an unknown stage'}", path=path, fix=fix)
 
 
+MAP_DTYPES = ("float16", "float32")
+
+
 def write_scores(out_dir: str | Path, split: str, fingerprint: str, scores: np.ndarray, maps: np.ndarray | None,
-                 *, writer: str | None = None) -> None:
-    """Write ``<split>_scores.npy`` (float32 [N]), ``<split>_maps.npy`` (float16 [N,h,w], divided by
-    the power-of-two ``map_scale`` recorded in the index when needed) and ``<split>_index.json``
-    recording the manifest fingerprint the rows follow and ``writer`` (the stage, e.g.
-    ``patchcore@mvtec_ad``). NaN/inf scores or maps are an ArtifactError: nothing is written."""
+                 *, writer: str | None = None, map_dtype: str = "float16") -> None:
+    """Write ``<split>_scores.npy`` (float32 [N]), ``<split>_maps.npy`` ([N,h,w] in ``map_dtype``:
+    float16 divided by the power-of-two ``map_scale`` recorded in the index when needed, or float32
+    as is, for methods compared against float32 reference maps) and ``<split>_index.json``
+    recording the manifest fingerprint the rows follow, ``writer`` (the stage, e.g.
+    ``patchcore@mvtec_ad``) and the map dtype. NaN/inf scores or maps are an ArtifactError:
+    nothing is written."""
+    if map_dtype not in MAP_DTYPES:
+        raise ValueError(f"map_dtype must be one of {MAP_DTYPES}, got {map_dtype!r}")
     scores = np.asarray(scores, dtype=np.float32)
     if scores.ndim != 1:
         raise ValueError(f"scores must be 1-D [N], got shape {scores.shape}")
@@ -134,13 +141,14 @@ def write_scores(out_dir: str | Path, split: str, fingerprint: str, scores: np.n
             raise ValueError(f"maps must be [N,h,w] with N={scores.shape[0]}, got {maps.shape}")
         _non_finite(f"{split} maps", maps, out_dir / f"{split}_maps.npy", writer, fix)
     index = {"split": split, "n": int(scores.shape[0]), "fingerprint": fingerprint, "writer": writer,
-             "map_shape": None, "map_scale": 1.0}
+             "map_shape": None, "map_scale": 1.0, "map_dtype": None}
     save_npy(out_dir / f"{split}_scores.npy", scores)
     if maps is not None:
-        scale = float16_scale(maps)
-        save_npy(out_dir / f"{split}_maps.npy", (maps / scale).astype(np.float16))
+        scale = float16_scale(maps) if map_dtype == "float16" else 1.0
+        save_npy(out_dir / f"{split}_maps.npy", (maps / scale).astype(map_dtype))
         index["map_shape"] = list(maps.shape[1:])
         index["map_scale"] = scale
+        index["map_dtype"] = map_dtype
     write_json(out_dir / f"{split}_index.json", index)
 
 

@@ -1,6 +1,19 @@
-"""Benchmark of MuSc: ours (symmetric chunked MSM) vs the literal per-pair implementation.
+"""Benchmark of MuSc: ours (symmetric chunked MSM) vs the literal per-pair implementation, or,
+with ``--official``, vs the official code itself.
 
     python bench/musc.py [--quick] [--threads T] [--points 16,64,256,518]
+    python bench/musc.py --official /path/to/MuSc [--official-n 16,64,200] [--rounds R] [--threads T]
+
+Side by side (``--official``): ours and the official MuSc (github.com/xrli-U/MuSc, run by
+bench/musc_official.py from the checkout, ``--official-mode openai``: its OpenAI loader with the
+download replaced by the local file, QuickGELU at 224) each run in a fresh process, interleaved
+per round, on the same random-noise 224 px images in MVTec layout and the same weights file (seed-0
+open_clip ViT-B-16 init rounded to float16 precision, written once to ``--work-dir``; ours loads
+it from ``weights_dir`` like a user's file). Per N: ms/img of the scoring call (images to final
+scores; model build excluded), the process' peak RSS (``ru_maxrss``: load + score) and the sampled
+peak above the RSS before scoring, ours' predicted scoring peak (the docs/musc.md formula), and the
+max |Δ| of maps and final scores against the official outputs of the same round. Writes
+bench/results/musc_vs_official.json.
 
 Points: ViT-B-16 at 224 with N = 16, 64, 256 images and ViT-L-14-336 at 518 with N = 8; both
 backbones with seeded RANDOM-INIT weights (no pretrained weights offline; the cost is the same).
@@ -19,10 +32,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -32,50 +44,27 @@ import torch.nn.functional as F
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from musc_official import PeakRss, process_peak_mib  # noqa: E402
 from musc_reference import lnamd_reference, msm_reference, musc_reference, rscin_reference  # noqa: E402
 
 from ad_pipeline.backbones import EMBEDDING, build_backbone  # noqa: E402
 from ad_pipeline.backbones.features import load_images  # noqa: E402
 from ad_pipeline.methods.base import RunContext  # noqa: E402
 from ad_pipeline.methods.musc.method import MuSc, MuScConfig  # noqa: E402
+from ad_pipeline.methods.musc.msm import plan_chunks  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "musc.json"
+RESULTS_OFFICIAL = RESULTS.with_name("musc_vs_official.json")
+OFFICIAL_DRIVER = Path(__file__).resolve().parent / "musc_official.py"
+LAYERS = (2, 5, 8, 11)
 # point: backbone, size, N, literal ("full" | "one pass": one (layer, r) MSM pass timed and multiplied)
 POINTS = {"16": ("ViT-B-16", 224, 16, "full"), "64": ("ViT-B-16", 224, 64, "full"),
           "256": ("ViT-B-16", 224, 256, "one pass"), "518": ("ViT-L-14-336", 518, 8, "full")}
 QUICK_POINTS = ("16",)
 R_LIST = (1, 3, 5)
 K_LIST = (1, 2, 3)
-
-
-class PeakRss:
-    """Sampled resident-set high-water mark (MiB) above the RSS at entry, every 2 ms."""
-
-    def __enter__(self) -> PeakRss:
-        self.base = self.peak = _rss_mib()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.002):
-            self.peak = max(self.peak, _rss_mib())
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_mib())
-
-    @property
-    def above_base(self) -> float:
-        return self.peak - self.base
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _noise_images(root: Path, n: int, size: int) -> list[Path]:
@@ -195,6 +184,158 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _weights_file(work_dir: Path, name: str = "ViT-B-16") -> Path:
+    """``<work_dir>/weights/<name>.pt``: seed-0 open_clip init, every tensor rounded to float16
+    precision (the official OpenAI loader rounds to float16; pre-rounded weights load losslessly)."""
+    path = work_dir / "weights" / f"{name}.pt"
+    if not path.is_file():
+        import open_clip
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        state = open_clip.create_model(name).state_dict()
+        torch.save({k: v.half().float() if v.is_floating_point() else v for k, v in state.items()}, path)
+    return path
+
+
+def _mvtec_layout(root: Path, n: int, size: int) -> Path:
+    """``root/bench/test/{defect,good}/NNNN.png`` noise images + all-zero masks the official loader needs."""
+    if not root.is_dir():
+        for p in _noise_images(root / "bench" / "test", n, size):
+            if p.parent.name != "good":
+                mask = root / "bench" / "ground_truth" / p.parent.name / f"{p.stem}_mask.png"
+                mask.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.zeros((size, size), np.uint8)).save(mask)
+    return root
+
+
+def _official_order(data_root: Path) -> list[Path]:
+    """Test images as the official loader lists them: defect types sorted, then file names."""
+    test = data_root / "bench" / "test"
+    return [p for d in sorted(test.iterdir()) for p in sorted(d.iterdir())]
+
+
+def ours_worker(cfg: dict) -> None:
+    """One side-by-side run of ours in this (fresh) process; writes ``cfg["out"]`` (.npz)."""
+    torch.set_num_threads(cfg["threads"])
+    paths = _official_order(Path(cfg["data_root"]))
+    musc_cfg = MuScConfig(image_size=cfg["size"], r_list=list(R_LIST), layers=list(LAYERS),
+                          batch_size=cfg["batch_size"], max_memory_gb=cfg["max_memory_gb"],
+                          clip_activation=cfg["activation"])
+    musc = MuSc(musc_cfg, RunContext(backbone="ViT-B-16", pretrained="true", weights_dir=Path(cfg["weights_dir"]),
+                                     progress=False))
+    t0 = time.perf_counter()
+    bb = musc.backbone()
+    build_s = time.perf_counter() - t0
+    with PeakRss() as mem:
+        t0 = time.perf_counter()
+        out = musc.score(paths)
+        score_s = time.perf_counter() - t0
+    meta = musc.meta()
+    n, (h, w) = len(paths), meta["grid"]
+    plan = plan_chunks(n, h * w, cfg["max_memory_gb"] * 2**30)
+    width = bb.model.conv1.out_channels
+    predicted = (n * h * w * width * 4 * (len(LAYERS) + 2) + plan.peak_bytes(n, h * w) + n * cfg["size"] ** 2 * 4)
+    timing = {"build_s": round(build_s, 3), "score_s": round(score_s, 3), "n": n,
+              "features_s": meta["features_s"], "scoring_s": meta["scoring_s"], "activation": meta["activation"],
+              "peak_rss_mib": round(process_peak_mib(), 1), "scoring_peak_mib": round(mem.above_base, 1),
+              "predicted_scoring_peak_mib": round(predicted / 2**20, 1), "chunk_plan": meta["chunk_plan"],
+              "torch_threads": torch.get_num_threads()}
+    np.savez(cfg["out"], maps=out.maps, raw=out.extras["raw_scores"], scores=out.scores,
+             paths=np.array([str(p) for p in paths]), timing=json.dumps(timing))
+    print(json.dumps(timing))
+
+
+def _run(cmd: list[str], log: Path) -> dict:
+    with open(log, "w") as f:
+        subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT)
+    return json.loads(log.read_text().strip().splitlines()[-1])
+
+
+def official_point(n: int, args: argparse.Namespace, work: Path) -> dict:
+    """Ours and the official code on the same N images, ``args.rounds`` interleaved rounds."""
+    size = 224
+    data_root = _mvtec_layout(work / f"data_{n}", n, size)
+    weights = _weights_file(work)
+    activation = "quick_gelu" if args.official_mode == "openai" else "gelu"
+    runs: dict[str, list[dict]] = {"ours": [], "official": []}
+    diffs = {"maps": 0.0, "raw": 0.0, "scores": 0.0}
+    for rnd in range(args.rounds):
+        ours_out, off_out = work / f"ours_{n}_{rnd}.npz", work / f"official_{n}_{rnd}.npz"
+        ours_cfg = {"data_root": str(data_root), "weights_dir": str(weights.parent), "size": size, "threads": args.threads,
+                    "batch_size": 4, "max_memory_gb": args.max_memory_gb, "activation": activation, "out": str(ours_out)}
+        ours_cmd = [sys.executable, __file__, "--worker-ours", json.dumps(ours_cfg)]
+        off_cmd = [sys.executable, str(OFFICIAL_DRIVER), "--checkout", str(args.official), "--data-root",
+                   str(data_root), "--category", "bench", "--weights", str(weights), "--mode", args.official_mode,
+                   "--image-size", str(size), "--threads", str(args.threads), "--out", str(off_out)]
+        order = [("ours", ours_cmd), ("official", off_cmd)]
+        for side, cmd in order if rnd % 2 == 0 else order[::-1]:
+            runs[side].append(_run(cmd, work / f"{side}_{n}_{rnd}.log"))
+            print(side, n, rnd, json.dumps(runs[side][-1]), flush=True)
+        ours, off = np.load(ours_out), np.load(off_out)
+        row_of = {p: i for i, p in enumerate(ours["paths"])}
+        idx = [row_of[p] for p in off["paths"]]
+        diffs["maps"] = max(diffs["maps"], float(np.abs(ours["maps"][idx] - off["maps"]).max()))
+        diffs["raw"] = max(diffs["raw"], float(np.abs(ours["raw"][idx] - off["raw"]).max()))
+        diffs["scores"] = max(diffs["scores"], float(np.abs(ours["scores"][idx] - off["scores"]).max()))
+    med = {side: {k: float(np.median([r[k] for r in rs])) for k in ("score_s", "peak_rss_mib", "scoring_peak_mib")}
+           for side, rs in runs.items()}
+    return {"n": n, "backbone": "ViT-B-16", "image_size": size, "official_mode": args.official_mode,
+            "activation": activation, "rounds": args.rounds, "threads": args.threads,
+            "official_ms_per_image": round(1000 * med["official"]["score_s"] / n, 1),
+            "ours_ms_per_image": round(1000 * med["ours"]["score_s"] / n, 1),
+            "ratio": round(med["official"]["score_s"] / med["ours"]["score_s"], 2),
+            "ours_features_s": [r["features_s"] for r in runs["ours"]],
+            "ours_scoring_s": [r["scoring_s"] for r in runs["ours"]],
+            "official_s": [r["score_s"] for r in runs["official"]], "ours_s": [r["score_s"] for r in runs["ours"]],
+            "official_peak_rss_mib": med["official"]["peak_rss_mib"], "ours_peak_rss_mib": med["ours"]["peak_rss_mib"],
+            "official_scoring_peak_mib": med["official"]["scoring_peak_mib"],
+            "ours_scoring_peak_mib": med["ours"]["scoring_peak_mib"],
+            "ours_predicted_scoring_peak_mib": runs["ours"][0]["predicted_scoring_peak_mib"],
+            "chunk_plan": runs["ours"][0]["chunk_plan"],
+            "max_abs_diff_maps": diffs["maps"], "max_abs_diff_raw_scores": diffs["raw"],
+            "max_abs_diff_scores": diffs["scores"]}
+
+
+def _official_table(rows: list[dict]) -> str:
+    head = ("| N | official ms/img | ours ms/img | ratio | ours features / scoring s | peak RSS official / ours MiB | "
+            "scoring peak official / ours (predicted) MiB | max abs diff maps / scores |")
+    lines = [head, "|" + "---|" * 8]
+    for r in rows:
+        lines.append(f"| {r['n']} | {r['official_ms_per_image']} | {r['ours_ms_per_image']} | {r['ratio']}x | "
+                     f"{np.median(r['ours_features_s']):.1f} / {np.median(r['ours_scoring_s']):.1f} | "
+                     f"{r['official_peak_rss_mib']:.0f} / {r['ours_peak_rss_mib']:.0f} | "
+                     f"{r['official_scoring_peak_mib']:.0f} / {r['ours_scoring_peak_mib']:.0f} "
+                     f"({r['ours_predicted_scoring_peak_mib']:.0f}) | "
+                     f"{r['max_abs_diff_maps']:.1e} / {r['max_abs_diff_scores']:.1e} |")
+    return "\n".join(lines)
+
+
+def side_by_side(args: argparse.Namespace) -> None:
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n in [int(v) for v in args.official_n.split(",")]:
+        rows.append(official_point(n, args, work))
+        print(json.dumps(rows[-1]), flush=True)
+    print(_official_table(rows))
+    for row in rows:
+        row["command"] = " ".join(["python", *sys.argv])
+    kept = json.loads(RESULTS_OFFICIAL.read_text())["rows"] if RESULTS_OFFICIAL.is_file() else []
+    merged = [r for r in kept if r["n"] not in {row["n"] for row in rows}] + rows
+    RESULTS_OFFICIAL.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_OFFICIAL.write_text(json.dumps({"torch": torch.__version__, "official_commit": _commit(args.official),
+                                            "rows": merged}, indent=2) + "\n")
+
+
+def _commit(checkout: Path) -> str:
+    try:
+        return subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="only N=16 at 224")
@@ -202,7 +343,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-memory-gb", type=float, default=2.0)
+    parser.add_argument("--official", type=Path, help="checkout of github.com/xrli-U/MuSc: side-by-side mode")
+    parser.add_argument("--official-mode", choices=("openai", "file"), default="openai")
+    parser.add_argument("--official-n", default="16,64,200")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--work-dir", default=str(Path(tempfile.gettempdir()) / "musc_bench"),
+                        help="images, the weights file (600 MB) and the runs' outputs")
+    parser.add_argument("--worker-ours", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker_ours:
+        return ours_worker(json.loads(args.worker_ours))
+    if args.official:
+        return side_by_side(args)
     torch.set_num_threads(args.threads)
     keys = QUICK_POINTS if args.quick else args.points.split(",")
     rows = []

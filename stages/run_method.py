@@ -95,9 +95,11 @@ def run_category(p: BaseParams, method: str, dataset: str, manifest: Manifest, c
         loo = train_loo() if train_loo is not None else None
         model.save(cat_dir)
     stage = f"{method}@{dataset}"
-    write_scores(cat_dir, "test", manifest.fingerprint("test"), test.scores, test.maps, writer=stage)
+    write_scores(cat_dir, "test", manifest.fingerprint("test"), test.scores, test.maps, writer=stage,
+                 map_dtype=method_cls.map_dtype)
     if val is not None:
-        write_scores(cat_dir, "validation", manifest.fingerprint("validation"), val.scores, val.maps, writer=stage)
+        write_scores(cat_dir, "validation", manifest.fingerprint("validation"), val.scores, val.maps, writer=stage,
+                     map_dtype=method_cls.map_dtype)
         holdout = any(s.holdout for s in manifest.split("validation"))
         write_json(cat_dir / "threshold.json",
                    decision_threshold(val.scores, p.threshold_quantile, holdout=holdout, train_loo=loo))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
 
 import pytest
 import torch
@@ -195,7 +196,7 @@ def test_dinov2_tokens_are_final_normed_patch_tokens():
         bb(x, [12])
 
 
-@pytest.mark.slow  # builds a 150M-parameter CLIP (both towers) from scratch
+@pytest.mark.slow  # builds the 86M-parameter CLIP visual tower from scratch
 def test_clip_tokens_are_raw_residual_stream_and_embed_matches_open_clip():
     bb = build_backbone("ViT-B-16", pretrained="false")
     x = torch.randn(1, 3, 224, 224)
@@ -230,3 +231,42 @@ def test_extract_features_batches_crops_and_caches(tmp_path, monkeypatch):
     os.utime(paths[0], ns=(1, 1))  # a changed file gives a new cache entry
     extract_features(bb, paths, size=80, crop=64, layers=["layer2"], cache_dir=cache, progress=False)
     assert len(list(cache.glob("*.safetensors"))) == 2
+
+
+def test_clip_activation_follows_the_weights(tmp_path):
+    from ad_pipeline.backbones.vit import clip_activation
+    from ad_pipeline.backbones.weights import WeightsSource
+
+    spec = get_spec("ViT-B-16")
+    assert clip_activation(spec, None) == ("quick_gelu", "tag openai")  # random init: the tag's rule
+    assert clip_activation(get_spec("ViT-B-16-plus-240"), None) == ("gelu", "tag laion400m_e31")
+    state = tmp_path / "laion" / "ViT-B-16.pt"
+    state.parent.mkdir()
+    torch.save({"visual.proj": torch.zeros(2, 2)}, state)
+    assert clip_activation(spec, WeightsSource(state, "weights_dir")) == ("gelu", "open_clip state dict")
+    assert clip_activation(spec, WeightsSource(state, "cache")) == ("quick_gelu", "tag openai")
+    (state.parent / "open_clip_config.json").write_text('{"model_cfg": {"quick_gelu": true}}')
+    assert clip_activation(spec, WeightsSource(state, "weights_dir"))[0] == "quick_gelu"
+    archive = tmp_path / "ViT-B-16.pt"  # OpenAI's files are TorchScript zips (constants.pkl inside)
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("ViT-B-16/constants.pkl", b"")
+    assert clip_activation(spec, WeightsSource(archive, "weights_dir")) == ("quick_gelu", "OpenAI TorchScript archive")
+    assert clip_activation(spec, WeightsSource(archive, "weights_dir"), "gelu") == ("gelu", "requested")
+    with pytest.raises(UserError, match="quick_gelu"):
+        clip_activation(spec, None, "relu")
+
+
+@pytest.mark.slow  # writes and reads a 350 MB visual tower
+def test_clip_file_loads_visual_tower_only_with_the_files_activation(tmp_path):
+    random = build_backbone("ViT-B-16", pretrained="false", seed=3)
+    assert random.activation == "quick_gelu"
+    state = {f"module.visual.{k}": v for k, v in random.model.state_dict().items()}
+    torch.save(state | {"module.token_embedding.weight": torch.zeros(3, 2)}, tmp_path / "ViT-B-16.pt")
+    bb = build_backbone("ViT-B-16", pretrained="true", weights_dir=tmp_path)
+    assert bb.weights == "pretrained" and bb.activation == "gelu" and bb.activation_reason == "open_clip state dict"
+    assert _state_equal(bb.model, random.model.state_dict())
+    assert build_backbone("ViT-B-16", pretrained="true", weights_dir=tmp_path,
+                          clip_activation="quick_gelu").activation == "quick_gelu"
+    torch.save({"visual.conv1.weight": torch.zeros(1)}, tmp_path / "ViT-B-16.pt")
+    with pytest.raises(UserError, match="do not fit"):
+        build_backbone("ViT-B-16", pretrained="true", weights_dir=tmp_path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -106,3 +108,16 @@ def test_large_maps_are_scaled_exactly_into_float16(tmp_path):
     _, back = read_scores(tmp_path, "test", m.fingerprint("test"))
     np.testing.assert_allclose(back, maps, rtol=1e-3)
     assert back[0, 1, 1] == 0.0
+
+
+def test_float32_maps_are_stored_exactly_and_the_dtype_recorded(tmp_path):
+    m = _manifest(["000"])
+    maps = np.array([[[1.5e5, 0.1234567], [1e-7, 0.0]]], dtype=np.float32)  # float16 would round/overflow these
+    write_scores(tmp_path, "test", m.fingerprint("test"), np.array([1.0]), maps, map_dtype="float32")
+    _, back = read_scores(tmp_path, "test", m.fingerprint("test"))
+    assert back.dtype == np.float32
+    np.testing.assert_array_equal(back, maps)
+    index = json.loads((tmp_path / "test_index.json").read_text())
+    assert index["map_dtype"] == "float32" and index["map_scale"] == 1.0
+    with pytest.raises(ValueError, match="map_dtype"):
+        write_scores(tmp_path, "test", m.fingerprint("test"), np.array([1.0]), maps, map_dtype="float64")

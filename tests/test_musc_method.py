@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from pydantic import ValidationError
 
@@ -72,15 +73,18 @@ def test_scores_maps_shapes_determinism_and_reference(clip_bb, images, clip_run)
     np.testing.assert_array_equal(first.scores, second.scores)
     np.testing.assert_array_equal(first.maps, second.maps)
     assert np.isfinite(first.maps).all()
-    # raw image score = max of the map (bilinear align_corners=True hits the grid points)
+    # raw image score = max of the upsampled map, as the official code (not the max of the grid)
     np.testing.assert_allclose(first.extras["raw_scores"], first.maps.reshape(8, -1).max(1), rtol=1e-6)
     # the literal reference on the same tokens (a zero class token prepended, as for DINOv2)
     with torch.inference_mode():
         x = load_images(clip_bb, images, SIZE, resample="bicubic")
         tokens = clip_bb(x, [2, 5, 8, 11])
     with_cls = [torch.cat([torch.zeros_like(t[:, :1]), t], dim=1) for t in tokens.values()]
-    reference = musc_reference(with_cls, [1, 3], 0.3).amax(dim=1).numpy()
-    np.testing.assert_allclose(first.extras["raw_scores"], reference, rtol=0, atol=1e-5)
+    grid = musc_reference(with_cls, [1, 3], 0.3).view(8, 1, 3, 3)
+    reference = F.interpolate(grid, size=(SIZE, SIZE), mode="bilinear", align_corners=True)
+    np.testing.assert_allclose(first.maps, reference[:, 0].numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(first.extras["raw_scores"], reference.flatten(1).amax(1).numpy(), rtol=0, atol=1e-5)
+    assert (first.extras["raw_scores"] <= grid.flatten(1).amax(1).numpy() + 1e-6).all()
     meta = musc.meta()
     assert meta["weights"] == "random-init" and meta["grid"] == [3, 3] and meta["k"] == [2]
     assert meta["rscin_k_list"] == [1, 2, 3] and meta["warnings"] == []
@@ -192,3 +196,15 @@ def test_smoothing_changes_maps_and_scores_follow_the_smoothed_max(dino_bb, imag
     np.testing.assert_allclose(out.extras["raw_scores"], out.maps.reshape(8, -1).max(1), rtol=1e-6)
     plain = _musc(dino_bb, classification_only=True).score(images)
     assert (out.extras["raw_scores"] < plain.extras["raw_scores"]).all()  # blurring lowers every peak
+
+
+def test_clip_activation_official_follows_the_image_size_and_meta_records_it(clip_bb, images):
+    """The official code builds GELU whenever the image size is not the weights' native one."""
+    at_48 = MuSc(MuScConfig(image_size=48, clip_activation="official"), _ctx("ViT-B-16"))
+    assert at_48._activation() == "gelu"
+    assert MuSc(MuScConfig(image_size=224, clip_activation="official"), _ctx("ViT-B-16"))._activation() == "auto"
+    with pytest.raises(ValueError, match="quick_gelu, clip_activation asks for gelu"):
+        MuSc(MuScConfig(image_size=48, clip_activation="gelu"), _ctx("ViT-B-16"), backbone=clip_bb)
+    musc = _musc(clip_bb)
+    musc.score(images[:3])
+    assert musc.meta()["activation"] == "quick_gelu" and musc.meta()["activation_reason"] == "tag openai"

@@ -65,6 +65,11 @@ class Backbone(nn.Module):
             model.requires_grad_(False)
         self.train(False)
 
+    @property
+    def activation(self) -> str | None:
+        """The MLP activation where the weights leave it open (CLIP: "quick_gelu" | "gelu"), else None."""
+        return None
+
     def train(self, mode: bool = True) -> Backbone:
         return super().train(mode and self.trainable)
 

@@ -36,7 +36,7 @@ def extract_features(bb: Backbone, paths: Sequence[str | Path], *, size: int | t
     Runs under ``torch.inference_mode`` in batches of ``batch_size``. Memory: the returned
     tensors plus one batch of images and activations. With ``cache_dir``, results are stored in
     ``<cache_dir>/<backbone>_<size>_<hash>.safetensors``, keyed by (backbone, weights mode and
-    fingerprint, size, crop, layers, resample, the active autocast dtype, every path with its mtime
+    fingerprint, activation, size, crop, layers, resample, the active autocast dtype, every path with its mtime
     and byte size); writes are atomic, and a changed image or setting gives a new key.
     """
     layers = list(layers)
@@ -77,6 +77,7 @@ def _cache_key(bb: Backbone, paths: Sequence[str | Path], size, crop, layers, re
         st = Path(p).stat()
         files.append([str(p), st.st_mtime_ns, st.st_size])
     blob = json.dumps({"backbone": bb.spec.name, "weights": bb.weights, "fingerprint": _weights_fingerprint(bb),
+                       "activation": bb.activation,
                        "size": size, "crop": crop, "layers": layers, "resample": resample, "autocast": autocast,
                        "files": files})
     return hashlib.sha256(blob.encode()).hexdigest()[:24]

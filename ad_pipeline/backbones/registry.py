@@ -6,7 +6,7 @@
 | efficientnet_b4 | cnn | timm ``efficientnet_b4.ra2_in1k`` | blocks.2, blocks.4 | 320 |
 | efficientnet_b4_lukemelas | cnn | ``efficientnet_pytorch`` ``efficientnet-b4`` (the official UniAD's) | _blocks.9, _blocks.21 | 380 |
 | efficientnet_lite0 | cnn | timm ``efficientnet_lite0`` + packaged ImageNet weights | blocks.2, blocks.4 | 224 |
-| ViT-B-16, ViT-L-14, ViT-L-14-336 | clip | open_clip, tag ``openai`` (QuickGELU) | 2,5,8,11 / 5,11,17,23 | 224 / 336 |
+| ViT-B-16, ViT-L-14, ViT-L-14-336 | clip | open_clip, tag ``openai`` (QuickGELU unless the file says otherwise) | 2,5,8,11 / 5,11,17,23 | 224 / 336 |
 | ViT-B-16-plus-240 | clip | open_clip, tag ``laion400m_e31`` | 2,5,8,11 | 240 |
 | dino_vitbase8, dino_vitbase16 | dino | timm ``vit_base_patch{8,16}_224.dino`` | 2,5,8,11 | 224 |
 | dinov2_vits14, dinov2_vitb14, dinov2_vitl14 | dinov2 | timm ``vit_*_patch14_dinov2.lvd142m`` | 2,5,8,11 / 5,11,17,23 | 518 |
@@ -96,11 +96,12 @@ def require_family(name: str, families: Iterable[str], method: str) -> BackboneS
 
 
 def build_backbone(name: str, *, pretrained: str = "auto", weights_dir: Path | None = None, seed: int = 0,
-                   trainable: bool = False) -> Backbone:
+                   trainable: bool = False, clip_activation: str = "auto") -> Backbone:
     """Build a registered backbone with weights resolved per ``ad_pipeline.backbones.weights``.
 
     Random init (``pretrained="false"``, or ``"auto"`` without local weights) is deterministic
-    from ``seed``; the global torch RNG state is left untouched.
+    from ``seed``; the global torch RNG state is left untouched. ``clip_activation`` (CLIP only):
+    "auto" follows the weights, "quick_gelu" / "gelu" override (``vit.clip_activation``).
     """
     from ad_pipeline.backbones import cnn, vit  # heavy imports (timm, open_clip) only when building
 
@@ -109,5 +110,5 @@ def build_backbone(name: str, *, pretrained: str = "auto", weights_dir: Path | N
     if spec.family == "cnn":
         return cnn.build_cnn(spec, source, seed=seed, trainable=trainable)
     if spec.family == "clip":
-        return vit.build_clip(spec, source, seed=seed, trainable=trainable)
+        return vit.build_clip(spec, source, seed=seed, trainable=trainable, activation=clip_activation)
     return vit.build_timm_vit(spec, source, seed=seed, trainable=trainable)

@@ -7,16 +7,16 @@ and register tokens are dropped. Positional embeddings are resized bicubically t
 
 from __future__ import annotations
 
-import contextlib
-import logging
-from collections.abc import Iterator, Sequence
+import json
+from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
 
 from ad_pipeline.backbones.base import EMBEDDING, Backbone, BackboneSpec, Layer
-from ad_pipeline.backbones.weights import WeightsSource, is_torchscript_archive, seeded
+from ad_pipeline.backbones.weights import WeightsSource, is_torchscript_archive, read_state_dict, seeded
 from ad_pipeline.errors import UserError
 
 
@@ -42,7 +42,17 @@ class _VitBackbone(Backbone):
 
 class ClipBackbone(_VitBackbone):
     """open_clip visual tower. ``bb(x [B,3,H,W], [5, 11]) -> {5: [B, h*w, C], 11: ...}``;
-    ``EMBEDDING``: ``ln_post(class token) @ proj``, L2-normalised [B, D]."""
+    ``EMBEDDING``: ``ln_post(class token) @ proj``, L2-normalised [B, D]. ``activation``: the MLP
+    activation it was built with ("quick_gelu" | "gelu"), ``activation_reason``: why (see ``clip_activation``)."""
+
+    activation_reason = "random init"
+
+    @property
+    def activation(self) -> str:
+        import open_clip
+
+        act = self.model.transformer.resblocks[0].mlp.gelu
+        return "quick_gelu" if isinstance(act, open_clip.transformer.QuickGELU) else "gelu"
 
     def _tokens_in(self, x: torch.Tensor) -> torch.Tensor:
         """Embedded tokens [B, 1+h*w, C] (class token first), ready for block 0."""
@@ -94,42 +104,75 @@ class TimmVitBackbone(_VitBackbone):
         return {i: out[i] for i in layers}
 
 
-class _DropRecords(logging.Filter):
-    def __init__(self, fragment: str):
-        super().__init__()
-        self.fragment = fragment
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.fragment not in record.getMessage()
+CLIP_ACTIVATIONS = ("auto", "quick_gelu", "gelu")
 
 
-@contextlib.contextmanager
-def _silence_root_log(fragment: str) -> Iterator[None]:
-    """Drop open_clip's own "no pretrained weights" root-log line (we warn ourselves, or stay silent)."""
-    flt = _DropRecords(fragment)
-    root = logging.getLogger()
-    root.addFilter(flt)
-    try:
-        yield
-    finally:
-        root.removeFilter(flt)
+def clip_activation(spec: BackboneSpec, weights: WeightsSource | None, requested: str = "auto") -> tuple[str, str]:
+    """The MLP activation a CLIP tower is built with and why: ``("quick_gelu" | "gelu", reason)``.
 
-
-def build_clip(spec: BackboneSpec, weights: WeightsSource | None, *, seed: int, trainable: bool) -> ClipBackbone:
-    """open_clip CLIP; only the visual tower is kept (``bb.model``)."""
+    ``requested`` other than "auto" wins. Auto follows the weights: an OpenAI TorchScript archive
+    -> QuickGELU (OpenAI trained with it); an ``open_clip_config.json`` next to the file (a Hugging
+    Face snapshot) -> its ``model_cfg.quick_gelu``; a file from the libraries' caches or no file
+    (random init) -> the registry tag's rule (``openai`` -> QuickGELU); any other state dict (an
+    open_clip laion / datacomp checkpoint) -> GELU, open_clip's default for its own models.
+    """
+    if requested not in CLIP_ACTIVATIONS:
+        raise UserError(f"clip activation must be one of {CLIP_ACTIVATIONS}, got {requested!r}",
+                        fix="use auto (follow the weights), quick_gelu or gelu")
+    if requested != "auto":
+        return requested, "requested"
     import open_clip
 
-    quick_gelu = bool(open_clip.pretrained.get_pretrained_cfg(spec.source, spec.pretrained_tag).get("quick_gelu"))
-    path = None if weights is None else str(weights.path)
-    with seeded(seed), _silence_root_log("No pretrained weights loaded"):
+    tag_quick = bool(open_clip.pretrained.get_pretrained_cfg(spec.source, spec.pretrained_tag).get("quick_gelu"))
+    by_tag = ("quick_gelu" if tag_quick else "gelu"), f"tag {spec.pretrained_tag}"
+    if weights is None or weights.origin == "cache":
+        return by_tag
+    if is_torchscript_archive(weights.path):
+        return "quick_gelu", "OpenAI TorchScript archive"
+    config = weights.path.parent / "open_clip_config.json"
+    if config.is_file():
+        quick = bool(json.loads(config.read_text()).get("model_cfg", {}).get("quick_gelu"))
+        return ("quick_gelu" if quick else "gelu"), config.name
+    return "gelu", "open_clip state dict"
+
+
+def build_clip(spec: BackboneSpec, weights: WeightsSource | None, *, seed: int, trainable: bool,
+               activation: str = "auto") -> ClipBackbone:
+    """The open_clip visual tower alone (the text tower is never built; a state-dict file is read
+    lazily, only its ``visual.*`` tensors). Random init equals the visual tower of
+    ``open_clip.create_model`` under the same seed. ``activation``: see ``clip_activation``."""
+    import open_clip
+    from open_clip.model import _build_vision_tower
+
+    act, reason = clip_activation(spec, weights, activation)
+    cfg = open_clip.get_model_config(spec.source)
+    with seeded(seed):
+        visual = _build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"], quick_gelu=act == "quick_gelu")
+    if weights is not None:
+        state = _visual_state_dict(weights.path)
         try:
-            clip = open_clip.create_model(spec.source, pretrained=path, force_quick_gelu=quick_gelu,
-                                          weights_only=weights is None or not is_torchscript_archive(weights.path))
-        except (RuntimeError, KeyError, ValueError) as e:
-            raise UserError(f"weights do not fit CLIP backbone {spec.name!r} ({e})", path=path,
+            visual.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise UserError(f"weights do not fit CLIP backbone {spec.name!r} ({e})", path=weights.path,
                             fix="use the OpenAI / open_clip checkpoint listed in ad_pipeline/backbones/weights.py")\
                 from None
-    return ClipBackbone(spec, clip.visual, "random-init" if weights is None else "pretrained", trainable=trainable)
+    bb = ClipBackbone(spec, visual, "random-init" if weights is None else "pretrained", trainable=trainable)
+    bb.activation_reason = reason
+    return bb
+
+
+def _visual_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The ``visual.*`` tensors of an OpenAI archive or an open_clip state dict, prefix removed."""
+    if is_torchscript_archive(path):
+        state = torch.jit.load(str(path), map_location="cpu").state_dict()
+    else:
+        state = read_state_dict(path, mmap=True)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    visual = {k.removeprefix("visual."): v.float() for k, v in state.items() if k.startswith("visual.")}
+    if not visual:
+        raise UserError("no visual.* tensors in this file", path=path,
+                        fix="use a full CLIP checkpoint (OpenAI archive or open_clip state dict)")
+    return visual
 
 
 def build_timm_vit(spec: BackboneSpec, weights: WeightsSource | None, *, seed: int,

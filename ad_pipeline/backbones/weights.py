@@ -169,15 +169,24 @@ def resolve_weights(spec: BackboneSpec, pretrained: str, weights_dir: Path | Non
     return None
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.safetensors`` / ``.pth`` file (unwrapping ``state_dict`` / ``model`` containers)."""
+def read_state_dict(path: Path, *, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` / ``.pth`` file (unwrapping ``state_dict`` / ``model`` containers).
+
+    ``mmap``: map the file instead of reading it (tensors are read when touched; safetensors
+    files always are; falls back to a full read for pre-1.6 torch files).
+    """
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             obj = load_file(str(path))
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            except RuntimeError:
+                if not mmap:
+                    raise
+                obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any decoding failure means the same thing to the user
         raise UserError(f"cannot read weights file ({type(e).__name__}: {e})", path=path,
                         fix="replace it with the state dict described in ad_pipeline/backbones/weights.py") from None

@@ -64,6 +64,7 @@ class AnomalyMethod(abc.ABC):
     paper_backbone: ClassVar[str | None] = None  # a pluggable method's backbone in its paper
     # False: the top-level `backbone` never applies (MuSc needs a ViT; its section's `backbone` does)
     follows_top_level_backbone: ClassVar[bool] = True
+    map_dtype: ClassVar[str] = "float16"  # storage dtype of its map dumps (io.write_scores)
 
     def __init__(self, cfg: MethodConfig, ctx: RunContext):
         self.cfg = cfg

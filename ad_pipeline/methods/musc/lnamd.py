@@ -35,8 +35,9 @@ def aggregate(fmap: torch.Tensor, r: int) -> torch.Tensor:
 def lnamd_features(fmap: torch.Tensor, r: int) -> torch.Tensor:
     """LayerNormed map [B, C, h, w] -> aggregated, L2-normalised tokens Z [B, h*w, C].
 
-    The original divides by the norm without epsilon; ``F.normalize`` is identical for every
-    non-zero token and maps an all-zero token (constant feature map) to zero instead of NaN.
+    The original divides by the norm without epsilon; ``F.normalize`` (computed here in place)
+    is identical for every non-zero token and maps an all-zero token (constant feature map) to
+    zero instead of NaN. Memory: one [B, h*w, C] result (plus the r×r mean while it is copied).
     """
-    z = aggregate(fmap, r).flatten(2).transpose(1, 2)
-    return F.normalize(z, dim=-1, eps=1e-12).contiguous()
+    z = aggregate(fmap, r).flatten(2).transpose(1, 2).contiguous()
+    return z.div_(z.norm(dim=-1, keepdim=True).clamp_min_(1e-12))  # = F.normalize, without a second copy

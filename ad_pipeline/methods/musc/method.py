@@ -3,8 +3,8 @@
 Pipeline per ``score(paths)``: one ViT pass per batch (patch tokens of the chosen blocks + image
 embedding; with ``cache_features`` kept under the run's ``cache_dir``, so re-runs with other r_list /
 k_fraction / divide_num / RsCIN settings skip the ViT) -> LayerNormed maps -> per ``divide_num`` subset and per (layer, r): LNAMD + MSM ->
-mean patch scores -> maps (bilinear, align_corners=True, to ``image_size``) -> image score = max
--> RsCIN re-scoring with the embeddings.
+mean patch scores -> maps (bilinear, align_corners=True, to ``image_size``) -> image score = max of
+the upsampled map (as the official code; not the grid max) -> RsCIN re-scoring with the embeddings.
 """
 
 from __future__ import annotations
@@ -47,6 +47,9 @@ class MuScConfig(MethodConfig):
     the output map, 0 = none (as the paper). ``classification_only``: return no maps.
     ``cache_features``: keep the ViT outputs in the run's ``cache_dir`` (N·layers·h·w·C·4 B on disk,
     23 MB per image for ViT-L-14-336 at 518) so scoring-only changes re-run without the ViT.
+    ``clip_activation`` (CLIP only): "auto" follows the weights (``vit.clip_activation``); "official"
+    = what the official code builds: auto at the weights' native size, GELU at any other size (its
+    default ViT-L-14-336 @ 518 runs OpenAI's weights with GELU); "quick_gelu" / "gelu" force one.
     """
 
     image_size: int = Field(518, ge=8)
@@ -62,6 +65,7 @@ class MuScConfig(MethodConfig):
     smoothing_sigma: float = Field(0.0, ge=0)
     classification_only: bool = False
     cache_features: bool = False
+    clip_activation: Literal["auto", "official", "quick_gelu", "gelu"] = "auto"
 
     @field_validator("r_list")
     @classmethod
@@ -87,6 +91,7 @@ class MuSc(AnomalyMethod):
     pluggable_backbone = True
     paper_backbone = "ViT-L-14-336"
     follows_top_level_backbone = False  # a ViT of its own, never the top-level (CNN) backbone
+    map_dtype = "float32"  # the official maps are evaluated in float32; float16 would be 2e-4 off
 
     def __init__(self, cfg: MuScConfig, ctx: RunContext, *, backbone: Backbone | None = None):
         """``backbone``: an already built ``ctx.backbone`` to share (tests, benchmarks); else built lazily."""
@@ -94,6 +99,9 @@ class MuSc(AnomalyMethod):
         self.spec = require_family(ctx.backbone, VIT_FAMILIES, self.name)
         if backbone is not None and backbone.spec.name != self.spec.name:
             raise ValueError(f"backbone {backbone.spec.name!r} given for ctx.backbone {self.spec.name!r}")
+        wanted = self._activation()
+        if backbone is not None and wanted != "auto" and backbone.activation not in (None, wanted):
+            raise ValueError(f"backbone built with {backbone.activation}, clip_activation asks for {wanted}")
         self.layers = list(self.spec.default_layers) if cfg.layers == "auto" else list(cfg.layers)
         self.device = torch.device(cfg.device or ctx.device)
         self._backbone = None if backbone is None else backbone.to(self.device)
@@ -126,15 +134,13 @@ class MuSc(AnomalyMethod):
             patch = torch.empty(len(paths), fmaps[0].shape[-2] * fmaps[0].shape[-1], dtype=torch.float64)
             for subset, k in zip(subsets, ks):
                 index = torch.tensor(subset, device=self.device)
-                patch[subset] = patch_scores([m.index_select(0, index) for m in fmaps], self.cfg.r_list, k,
+                maps_of_subset = fmaps if len(subsets) == 1 else [m.index_select(0, index) for m in fmaps]
+                patch[subset] = patch_scores(maps_of_subset, self.cfg.r_list, k,
                                              max_memory_bytes=self.cfg.max_memory_gb * 2**30,
                                              precision=self.cfg.precision, progress=self.ctx.progress)
+                del maps_of_subset
             patch = patch.view(len(paths), *fmaps[0].shape[-2:])
-        maps = None
-        if not self.cfg.classification_only or self.cfg.smoothing_sigma > 0:
-            maps = self._upsample(patch)
-        raw = (patch.amax(dim=(1, 2)).numpy() if self.cfg.smoothing_sigma == 0
-               else maps.reshape(len(paths), -1).max(axis=1).astype(np.float64))
+        maps, raw = self._upsample(patch, keep=not self.cfg.classification_only)
         k_list = default_k_list(self.ctx.dataset_format) if self.cfg.rscin_k_list is None else self.cfg.rscin_k_list
         final, rscin_warnings = rescore(raw, embeddings.double().numpy(), k_list)
         warnings += rscin_warnings
@@ -153,7 +159,15 @@ class MuSc(AnomalyMethod):
     def meta(self) -> dict[str, Any]:
         bb = self._backbone
         return {"backbone": self.spec.name, "weights": None if bb is None else bb.weights, "layers": self.layers,
-                "image_size": self.cfg.image_size, **self._facts}
+                "image_size": self.cfg.image_size, "activation": None if bb is None else bb.activation,
+                "activation_reason": getattr(bb, "activation_reason", None), **self._facts}
+
+    def _activation(self) -> str:
+        """The ``clip_activation`` to build with ("official" resolved by the image size)."""
+        act = self.cfg.clip_activation
+        if act == "official":
+            return "auto" if self.cfg.image_size == self.spec.image_size else "gelu"
+        return act
 
     def _neighbour_k(self, n: int, warnings: list[str]) -> int:
         """k for a subset of n images; k = 0 (too few images) falls back to 1 with a warning."""
@@ -169,7 +183,8 @@ class MuSc(AnomalyMethod):
     def backbone(self) -> Backbone:
         if self._backbone is None:
             self._backbone = build_backbone(self.spec.name, pretrained=self.ctx.pretrained,
-                                            weights_dir=self.ctx.weights_dir, seed=self.ctx.seed).to(self.device)
+                                            weights_dir=self.ctx.weights_dir, seed=self.ctx.seed,
+                                            clip_activation=self._activation()).to(self.device)
         return self._backbone
 
     def _features(self, paths: list[Path]) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -199,17 +214,23 @@ class MuSc(AnomalyMethod):
             del tokens
         return fmaps, embeddings
 
-    def _upsample(self, patch: torch.Tensor) -> np.ndarray:
-        """Patch scores float64 [N, h, w] -> maps float32 [N, S, S] (bilinear, align_corners=True, optional blur)."""
+    def _upsample(self, patch: torch.Tensor, *, keep: bool) -> tuple[np.ndarray | None, np.ndarray]:
+        """Patch scores float64 [N, h, w] -> maps float32 [N, S, S] (bilinear, align_corners=True,
+        optional blur; None unless ``keep``) and the image scores float64 [N]: the max of each
+        float64 map. Only the grid corners are sampled exactly, so that max is below the grid max
+        whenever the grid max is not at a corner."""
         size = self.cfg.image_size
-        maps = np.empty((patch.shape[0], size, size), dtype=np.float32)
+        maps = np.empty((patch.shape[0], size, size), dtype=np.float32) if keep else None
+        raw = np.empty(patch.shape[0], dtype=np.float64)
         for start in range(0, patch.shape[0], _UPSAMPLE_CHUNK):
             chunk = patch[start:start + _UPSAMPLE_CHUNK, None]
             up = F.interpolate(chunk, size=(size, size), mode="bilinear", align_corners=True)[:, 0].numpy()
             if self.cfg.smoothing_sigma > 0:
                 up = np.stack([gaussian_filter(m, sigma=self.cfg.smoothing_sigma, truncate=4.0) for m in up])
-            maps[start:start + len(up)] = up
-        return maps
+            raw[start:start + len(up)] = up.reshape(len(up), -1).max(axis=1)
+            if keep:
+                maps[start:start + len(up)] = up
+        return maps, raw
 
 
 def _finite(t: torch.Tensor, paths: Sequence[Path], what: str) -> torch.Tensor:

@@ -7,8 +7,9 @@ product and the k smallest distances are the k largest "max similarities". One s
 Z[I] Z[J]^T gives both directions of every image pair in it: its row-max is d_ij for the patches
 of i and its column-max is d_ji for the patches of j, so each unordered pair is multiplied once.
 
-Memory: a (band, L, N) float32 table of max similarities plus one (block·L) × (block·L) similarity
-block; ``plan_chunks`` sizes both to fit ``max_memory_bytes`` (never below one image pair).
+Memory: a (band, L, N) float32 table of max similarities, one (block·L) × (block·L) similarity
+block and the k nearest of one query block (block·L·k values, float32 + float64);
+``plan_chunks`` sizes them to fit ``max_memory_bytes`` (never below one image pair).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ad_pipeline.methods.musc.lnamd import lnamd_features
 
 MATMUL_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _BYTES_PER_VALUE = 4  # float32 table and (at most) float32 similarity block
+_TOPK_BYTES = 12  # per kept neighbour value: float32 topk values + their float64 distances
 # Rows (block · L) of one similarity block: large enough for an efficient matmul, small enough that
 # the diagonal blocks (computed in full, both triangles) waste little: a fraction block / N.
 _TARGET_BLOCK_ROWS = 1536
@@ -38,10 +40,12 @@ class ChunkPlan:
     band: int
 
     def peak_bytes(self, n_images: int, n_patches: int) -> int:
-        """Working memory of one MSM pass besides Z: the band table plus one similarity block."""
-        table = self.band * n_patches * n_images
-        sims = (self.block * n_patches) ** 2
-        return _BYTES_PER_VALUE * (table + sims)
+        """Working memory of one MSM pass besides Z: the band table plus the larger of one
+        similarity block and one query block's k nearest (k < N)."""
+        table = _BYTES_PER_VALUE * self.band * n_patches * n_images
+        sims = _BYTES_PER_VALUE * (self.block * n_patches) ** 2
+        nearest = _TOPK_BYTES * self.block * n_patches * n_images
+        return table + max(sims, nearest)
 
     def n_blocks(self, n_images: int) -> int:
         """Similarity blocks computed for ``n_images`` (symmetric pairs inside a band counted once)."""
@@ -57,7 +61,8 @@ def plan_chunks(n_images: int, n_patches: int, max_memory_bytes: float) -> Chunk
     """Split ``max_memory_bytes`` evenly between the band table and the similarity block; blocks
     hold about ``_TARGET_BLOCK_ROWS`` patch rows when memory allows."""
     half = max_memory_bytes / 2
-    by_memory = math.isqrt(int(half // (_BYTES_PER_VALUE * n_patches**2)))
+    by_memory = min(math.isqrt(int(half // (_BYTES_PER_VALUE * n_patches**2))),
+                    int(half // (_TOPK_BYTES * n_patches * n_images)))
     block = max(1, min(n_images, by_memory, round(_TARGET_BLOCK_ROWS / n_patches)))
     band = max(1, min(n_images, int(half // (_BYTES_PER_VALUE * n_patches * n_images))))
     if band < n_images:
@@ -93,8 +98,11 @@ def mutual_scores(
     for start in range(0, n, plan.band):
         stop = min(start + plan.band, n)
         table = _max_similarity_table(z_mm, start, stop, plan.block)
-        nearest = table.topk(k, dim=2).values.double()  # [band, L, k] largest similarities
-        out[start:stop] = (2.0 - 2.0 * nearest).clamp_min_(0.0).sqrt_().mean(dim=2).cpu()
+        for i0 in range(0, stop - start, plan.block):  # k nearest of one query block at a time
+            nearest = table[i0:i0 + plan.block].topk(k, dim=2).values.double()  # [block, L, k] largest
+            dist = nearest.mul_(-2.0).add_(2.0).clamp_min_(0.0).sqrt_()
+            out[start + i0:start + i0 + len(dist)] = dist.mean(dim=2).cpu()
+        del table
     return out
 
 
