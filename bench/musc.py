@@ -12,8 +12,11 @@ open_clip ViT-B-16 init rounded to float16 precision, written once to ``--work-d
 it from ``weights_dir`` like a user's file). Per N: ms/img of the scoring call (images to final
 scores; model build excluded), the process' peak RSS (``ru_maxrss``: load + score) and the sampled
 peak above the RSS before scoring, ours' predicted scoring peak (the docs/musc.md formula), and the
-max |Δ| of maps and final scores against the official outputs of the same round. Writes
-bench/results/musc_vs_official.json.
+max |Δ| of maps and final scores against the official outputs of the same round. ``--estimate-n``
+(N too large to run the official code on a shared CPU): both sides estimated from the largest
+measured N's per-image costs (forward; official LNAMD from its own log) plus the N-dependent MSM
+timed at that N on random unit tokens (official: 3 query images of one pass; ours: one full pass),
+× the 12 (layer, r) passes. Writes bench/results/musc_vs_official.json.
 
 Points: ViT-B-16 at 224 with N = 16, 64, 256 images and ViT-L-14-336 at 518 with N = 8; both
 backbones with seeded RANDOM-INIT weights (no pretrained weights offline; the cost is the same).
@@ -53,7 +56,8 @@ from ad_pipeline.backbones import EMBEDDING, build_backbone  # noqa: E402
 from ad_pipeline.backbones.features import load_images  # noqa: E402
 from ad_pipeline.methods.base import RunContext  # noqa: E402
 from ad_pipeline.methods.musc.method import MuSc, MuScConfig  # noqa: E402
-from ad_pipeline.methods.musc.msm import plan_chunks  # noqa: E402
+from ad_pipeline.methods.musc.lnamd import lnamd_features  # noqa: E402
+from ad_pipeline.methods.musc.msm import mutual_scores, plan_chunks  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "musc.json"
 RESULTS_OFFICIAL = RESULTS.with_name("musc_vs_official.json")
@@ -280,6 +284,7 @@ def official_point(n: int, args: argparse.Namespace, work: Path) -> dict:
         diffs["scores"] = max(diffs["scores"], float(np.abs(ours["scores"][idx] - off["scores"]).max()))
     med = {side: {k: float(np.median([r[k] for r in rs])) for k in ("score_s", "peak_rss_mib", "scoring_peak_mib")}
            for side, rs in runs.items()}
+    phases = _official_phases(work / f"official_{n}_{args.rounds - 1}.log")
     return {"n": n, "backbone": "ViT-B-16", "image_size": size, "official_mode": args.official_mode,
             "activation": activation, "rounds": args.rounds, "threads": args.threads,
             "official_ms_per_image": round(1000 * med["official"]["score_s"] / n, 1),
@@ -294,7 +299,48 @@ def official_point(n: int, args: argparse.Namespace, work: Path) -> dict:
             "ours_predicted_scoring_peak_mib": runs["ours"][0]["predicted_scoring_peak_mib"],
             "chunk_plan": runs["ours"][0]["chunk_plan"],
             "max_abs_diff_maps": diffs["maps"], "max_abs_diff_raw_scores": diffs["raw"],
-            "max_abs_diff_scores": diffs["scores"]}
+            "max_abs_diff_scores": diffs["scores"], "official_phases_ms_per_image": phases}
+
+
+def _official_phases(log: Path) -> dict[str, float]:
+    """The official code's own per-image timings from its log: extract, LNAMD (all r), MSM (all r)."""
+    phases = {"extract": 0.0, "lnamd": 0.0, "msm": 0.0}
+    for line in log.read_text(errors="replace").splitlines():
+        for key, prefix in (("extract", "extract time:"), ("lnamd", "LNAMD-"), ("msm", "MSM:")):
+            if line.startswith(prefix) and line.endswith("ms per image"):
+                phases[key] += float(line.split(":")[1].split("ms")[0])
+    return {k: round(v, 1) for k, v in phases.items()}
+
+
+def estimate_point(n: int, args: argparse.Namespace, base: dict) -> dict:
+    """N too large to run the official code here: both sides = per-image costs measured in the
+    ``base`` row (forward; the official LNAMD) + the N-dependent MSM timed at N on random unit
+    tokens (official: 3 query images of one pass, ours: one full pass) × the 12 passes."""
+    torch.set_num_threads(args.threads)
+    cmd = [sys.executable, str(OFFICIAL_DRIVER), "--checkout", str(args.official), "--time-msm", str(n),
+           "--threads", str(args.threads)]
+    official_query_s = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True)
+                                  .stdout.strip().splitlines()[-1])["s_per_query_pass"]
+    passes = len(LAYERS) * len(R_LIST)
+    z = F.normalize(torch.randn(n, 196, 768, generator=torch.Generator().manual_seed(0)), dim=-1)
+    fmap = torch.randn(n, 768, 14, 14, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        mutual_scores(z, int(0.3 * (n - 1)), max_memory_bytes=args.max_memory_gb * 2**30)
+        ours_pass_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for r in R_LIST:
+            lnamd_features(fmap, r)
+        ours_lnamd_s = (time.perf_counter() - t0) * len(LAYERS)
+    phases = base.get("official_phases_ms_per_image") or _official_phases(
+        Path(args.work_dir) / f"official_{base['n']}_{base['rounds'] - 1}.log")
+    official_s = n * (phases["extract"] + phases["lnamd"]) / 1000 + passes * n * official_query_s
+    ours_s = n * float(np.median(base["ours_features_s"])) / base["n"] + passes * ours_pass_s + ours_lnamd_s
+    return {"n": n, "estimated_from_n": base["n"], "backbone": "ViT-B-16", "image_size": 224,
+            "threads": args.threads, "official_query_pass_s": round(official_query_s, 3),
+            "ours_msm_pass_s": round(ours_pass_s, 2), "ours_lnamd_s": round(ours_lnamd_s, 2),
+            "official_ms_per_image": round(1000 * official_s / n, 1), "ours_ms_per_image": round(1000 * ours_s / n, 1),
+            "ratio": round(official_s / ours_s, 2)}
 
 
 def _official_table(rows: list[dict]) -> str:
@@ -318,10 +364,17 @@ def side_by_side(args: argparse.Namespace) -> None:
     for n in [int(v) for v in args.official_n.split(",")]:
         rows.append(official_point(n, args, work))
         print(json.dumps(rows[-1]), flush=True)
-    print(_official_table(rows))
+    if rows:
+        print(_official_table(rows))
+    kept = json.loads(RESULTS_OFFICIAL.read_text())["rows"] if RESULTS_OFFICIAL.is_file() else []
+    if args.estimate_n:
+        measured = [r for r in rows + kept if "estimated_from_n" not in r]
+        base = max(measured, key=lambda r: r["n"])
+        for n in [int(v) for v in args.estimate_n.split(",")]:
+            rows.append(estimate_point(n, args, base))
+            print(json.dumps(rows[-1]), flush=True)
     for row in rows:
         row["command"] = " ".join(["python", *sys.argv])
-    kept = json.loads(RESULTS_OFFICIAL.read_text())["rows"] if RESULTS_OFFICIAL.is_file() else []
     merged = [r for r in kept if r["n"] not in {row["n"] for row in rows}] + rows
     RESULTS_OFFICIAL.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_OFFICIAL.write_text(json.dumps({"torch": torch.__version__, "official_commit": _commit(args.official),
@@ -347,6 +400,7 @@ def main() -> None:
     parser.add_argument("--official-mode", choices=("openai", "file"), default="openai")
     parser.add_argument("--official-n", default="16,64,200")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--estimate-n", default="", help="N to estimate from the largest measured N (e.g. 200)")
     parser.add_argument("--work-dir", default=str(Path(tempfile.gettempdir()) / "musc_bench"),
                         help="images, the weights file (600 MB) and the runs' outputs")
     parser.add_argument("--worker-ours", help=argparse.SUPPRESS)

@@ -87,9 +87,9 @@ def _stub_missing(name: str, *attrs: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkout", required=True, type=Path)
-    ap.add_argument("--data-root", required=True, type=Path)
-    ap.add_argument("--category", required=True)
-    ap.add_argument("--weights", required=True, type=Path)
+    ap.add_argument("--data-root", type=Path)
+    ap.add_argument("--category")
+    ap.add_argument("--weights", type=Path)
     ap.add_argument("--mode", choices=("file", "openai"), default="file")
     ap.add_argument("--backbone", default="ViT-B-16")
     ap.add_argument("--image-size", type=int, default=224)
@@ -97,9 +97,16 @@ def main() -> None:
     ap.add_argument("--r-list", type=int, nargs="+", default=[1, 3, 5])
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--out", type=Path)
     ap.add_argument("--fixture", type=Path, help="also write the small test fixture (tests/test_musc_parity.py)")
+    ap.add_argument("--time-msm", type=int, metavar="N",
+                    help="only time the official MSM for 3 query images of N random unit tokens [N, L, C] "
+                         "(L, C from --grid / --width); prints seconds per query image and pass")
+    ap.add_argument("--grid", type=int, default=196)
+    ap.add_argument("--width", type=int, default=768)
     args = ap.parse_args()
+    if args.time_msm:
+        return _time_msm(args)
     data_root, weights, out = args.data_root.resolve(), args.weights.resolve(), args.out.resolve()
     fixture = None if args.fixture is None else args.fixture.resolve()
     os.chdir(args.checkout)  # the official code appends './models/backbone' to sys.path
@@ -178,6 +185,22 @@ def main() -> None:
         np.savez(fixture, maps_sub=rec["maps"][:, rows][:, :, rows], map_rows=rows,
                  raw=rec["raw"], scores=rec["scores"], cls=rec["cls"], msm=msm_arr.astype(np.float32))
     print(json.dumps(timing))
+
+
+def _time_msm(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(args.checkout.resolve()))
+    import torch
+    from models.modules._MSM import compute_scores_fast
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    z = torch.nn.functional.normalize(torch.randn(args.time_msm, args.grid, args.width,
+                                                  generator=torch.Generator().manual_seed(0)), dim=-1)
+    compute_scores_fast(z, 0, "cpu")  # warm-up
+    t0 = time.perf_counter()
+    for i in range(1, 4):
+        compute_scores_fast(z, i, "cpu", topmin_min=0, topmin_max=0.3)
+    print(json.dumps({"n": args.time_msm, "s_per_query_pass": (time.perf_counter() - t0) / 3}))
 
 
 def _remember(dataset, paths: list[str]):

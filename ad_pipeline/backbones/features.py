@@ -34,7 +34,7 @@ def extract_features(bb: Backbone, paths: Sequence[str | Path], *, size: int | t
     """Features of ``paths`` in order: ``{layer: [N, ...]}`` float32 on CPU (shapes as ``bb(x, layers)``).
 
     Runs under ``torch.inference_mode`` in batches of ``batch_size``. Memory: the returned
-    tensors plus one batch of images and activations. With ``cache_dir``, results are stored in
+    tensors (allocated once, filled batch by batch) plus one batch of images and activations. With ``cache_dir``, results are stored in
     ``<cache_dir>/<backbone>_<size>_<hash>.safetensors``, keyed by (backbone, weights mode and
     fingerprint, activation, size, crop, layers, resample, the active autocast dtype, every path with its mtime
     and byte size); writes are atomic, and a changed image or setting gives a new key.
@@ -47,14 +47,15 @@ def extract_features(bb: Backbone, paths: Sequence[str | Path], *, size: int | t
         if cached is not None:
             return cached
     device = next(bb.parameters()).device
-    chunks: dict[Layer, list[torch.Tensor]] = {layer: [] for layer in layers}
+    feats: dict[Layer, torch.Tensor] = {layer: torch.empty(0) for layer in layers}
     starts = range(0, len(paths), batch_size)
     with torch.inference_mode():
         for start in tqdm(starts, desc=f"features {bb.spec.name}", disable=not progress, unit="batch"):
             x = load_images(bb, paths[start:start + batch_size], size, crop=crop, resample=resample)
             for layer, f in bb(x.to(device), layers).items():
-                chunks[layer].append(f.float().cpu())
-    feats = {layer: torch.cat(c) if c else torch.empty(0) for layer, c in chunks.items()}
+                if start == 0:  # filled in place: no second copy of all features for a final cat
+                    feats[layer] = torch.empty((len(paths), *f.shape[1:]), dtype=torch.float32)
+                feats[layer][start:start + len(f)] = f
     if cache_file is not None:
         _write_cache(cache_file, feats)
     return feats

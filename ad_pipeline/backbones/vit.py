@@ -164,7 +164,11 @@ def build_clip(spec: BackboneSpec, weights: WeightsSource | None, *, seed: int, 
 def _visual_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The ``visual.*`` tensors of an OpenAI archive or an open_clip state dict, prefix removed."""
     if is_torchscript_archive(path):
-        state = torch.jit.load(str(path), map_location="cpu").state_dict()
+        try:
+            state = torch.jit.load(str(path), map_location="cpu").state_dict()
+        except RuntimeError as e:
+            raise UserError(f"cannot read this TorchScript archive ({e})", path=path,
+                            fix="replace it with the unmodified OpenAI download or an open_clip state dict") from None
     else:
         state = read_state_dict(path, mmap=True)
     state = {k.removeprefix("module."): v for k, v in state.items()}
