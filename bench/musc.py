@@ -361,7 +361,7 @@ def side_by_side(args: argparse.Namespace) -> None:
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     rows = []
-    for n in [int(v) for v in args.official_n.split(",")]:
+    for n in [int(v) for v in args.official_n.split(",") if v]:
         rows.append(official_point(n, args, work))
         print(json.dumps(rows[-1]), flush=True)
     if rows:
