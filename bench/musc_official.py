@@ -98,7 +98,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--fixture", type=Path, help="also write the small test fixture (tests/test_musc_parity.py)")
+    ap.add_argument("--fixture", type=Path, help="also write the small test fixture (tests/test_parity_musc.py)")
     ap.add_argument("--time-msm", type=int, metavar="N",
                     help="only time the official MSM for 3 query images of N random unit tokens [N, L, C] "
                          "(L, C from --grid / --width); prints seconds per query image and pass")

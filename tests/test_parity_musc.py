@@ -1,4 +1,4 @@
-"""MuSc against the official code's own outputs (tests/fixtures/parity/musc/, see its provenance.json).
+"""MuSc against the official code's own outputs (tests/fixtures/parity/musc/, see its meta.json).
 
 Same 16 images (10 real MVTec bottle images resized to 224 + 6 synthetic), same weights: the
 seed-0 random init of open_clip ViT-B-16 with every tensor rounded to float16 precision (the
@@ -28,7 +28,7 @@ TOL = 1e-4  # issue 20: maps and final scores within 1e-4 of the official
 
 def _paths() -> list[Path]:
     """The images in the official code's order (defect types sorted, then file names)."""
-    return [FIXTURES / p for p in json.loads((FIXTURES / "provenance.json").read_text())["images"]]
+    return [FIXTURES / p for p in json.loads((FIXTURES / "meta.json").read_text())["images"]]
 
 
 def _check(case: str, activation: str, tmp_path: Path) -> None:
