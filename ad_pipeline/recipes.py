@@ -32,7 +32,7 @@ CATEGORY_DEFAULTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
             "breakfast_box": {"num_classes": 7, "shots": 5},
             "juice_bottle": {"num_classes": 9, "shots": 3},
             "pushpins": {"num_classes": 26, "shots": 5},
-            "screw_bag": {"num_classes": 7, "shots": 5},
+            "screw_bag": {"num_classes": 7, "shots": 5, "preprocess": {"crop": 150}},  # crop 150 px per side
             "splicing_connectors": {"num_classes": 10, "shots": 3},
         },
     },

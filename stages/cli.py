@@ -145,6 +145,14 @@ def part_segmenter(dataset: str) -> None:
     stage.run(dataset)
 
 
+@app.command("psad-segmenter")
+def psad_segmenter(dataset: str) -> None:
+    """Train PSAD's second-stage segmenter on the few-shot segmenter's pseudo-labels."""
+    from stages import psad_segmenter as stage
+
+    stage.run(dataset)
+
+
 @app.command()
 def psad(dataset: str) -> None:
     """PSAD scoring (histogram, composition and PatchCore banks with adaptive scaling)."""
@@ -220,6 +228,36 @@ def predict(
         summary = stage.run(method, model_dir, inputs, out, device, weights_dir, allow_resize)
     typer.echo(f"{summary['images']} images scored, {summary['flagged']} flagged at threshold "
                f"{summary['threshold']}; results in {out}")
+
+
+exp_grid = typer.Typer(no_args_is_help=True, help="A seed's ablation table as queued DVC experiments.")
+app.add_typer(exp_grid, name="exp-grid")
+
+
+@exp_grid.command("queue")
+def exp_grid_queue(
+    grid: Path = typer.Argument(..., help="experiments/<name>.yaml"),
+    dataset: Optional[str] = typer.Option(None, help="dataset instead of the grid's own"),
+    run: bool = typer.Option(False, "--run", help="run each row now, one after the other (no queue)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="only print the commands"),
+) -> None:
+    """`dvc exp run --queue -n <grid>-<ii> -S …` for each row of the grid (then `dvc queue start`)."""
+    from stages.exp_grid import queue
+
+    for line in queue(grid, dataset=dataset, run_now=run, dry_run=dry_run):
+        typer.echo(line)
+
+
+@exp_grid.command("table")
+def exp_grid_table(
+    grid: Path = typer.Argument(..., help="experiments/<name>.yaml"),
+    dataset: Optional[str] = typer.Option(None, help="dataset instead of the grid's own"),
+    out: Path = typer.Option(Path("experiments/results"), help="folder for <grid>.md and <grid>.json"),
+) -> None:
+    """Collect the grid's finished experiments into the seed's table (markdown + JSON)."""
+    from stages.exp_grid import render_markdown, table
+
+    typer.echo(render_markdown(table(grid, dataset=dataset, out=out)))
 
 
 @app.command("params")

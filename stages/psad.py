@@ -1,15 +1,18 @@
-"""Stage ``psad@<dataset>``: PSAD scoring on the part segmenter and PatchCore's dumps.
+"""Stage ``psad@<dataset>``: PSAD scoring on the (second-stage) part segmenter and a patch bank.
 
-PatchCore's ``train_loo`` / ``validation`` / ``test`` dumps are read (never recomputed) and
-checked against the manifest: missing or stale dumps are an error naming the stage to run.
+``psad.patch_bank: full`` (the seed's) fits PatchCore here with the ``patchcore`` params but
+no coreset; ``coreset`` reads ``patchcore@``'s ``train_loo`` / ``validation`` / ``test`` dumps
+(never recomputed), checked against the manifest: missing or stale dumps are an error naming
+the stage to run. meta.json's ``patch_bank`` says which.
 """
 
 from __future__ import annotations
 
 from ad_pipeline.data.manifest import Manifest
-from ad_pipeline.methods.psad.method import load_patch_scores
+from ad_pipeline.io import read_json
+from ad_pipeline.methods.psad.method import full_bank_patch_scores, load_patch_scores
 from stages import run_method
-from stages.common import method_dir
+from stages.common import method_dir, params, run_context
 
 PATCHCORE_SPLITS = {"train_loo": "train", "validation": "validation", "test": "test"}
 
@@ -20,7 +23,24 @@ def load_patchcore_dumps(model, manifest: Manifest, dataset: str) -> None:
         if manifest.split(split):
             model.patch_scores.update(load_patch_scores(pc_dir, dump, manifest.fingerprint(split),
                                                         manifest.paths(split)))
+    meta = read_json(pc_dir / "meta.json") if (pc_dir / "meta.json").exists() else {}
+    model.patch_bank = {"source": "patchcore@ dumps", "coreset_ratio": meta.get("params", {}).get("coreset_ratio"),
+                        "memory_bank_size": meta.get("memory_bank_size"), "coreset_size": meta.get("coreset_size")}
+
+
+def prepare(model, manifest: Manifest, dataset: str) -> None:
+    if "p" not in model.cfg.memory_type:
+        return
+    if model.cfg.patch_bank == "coreset":
+        load_patchcore_dumps(model, manifest, dataset)
+        return
+    p = params()
+    pc = p.settings("patchcore", dataset, manifest.category)  # the dataset's PatchCore settings, no coreset
+    scores, facts = full_bank_patch_scores(pc.config, run_context(p, dataset, pc), manifest.paths("train"),
+                                           [manifest.paths("validation"), manifest.paths("test")])
+    model.patch_scores.update(scores)
+    model.patch_bank = facts
 
 
 def run(dataset: str) -> None:
-    run_method.run("psad", dataset, prepare=lambda model, manifest: load_patchcore_dumps(model, manifest, dataset))
+    run_method.run("psad", dataset, prepare=lambda model, manifest: prepare(model, manifest, dataset))

@@ -136,6 +136,9 @@ def test_csad_end_to_end_fit_score_save_load(tmp_path):
     method.save(tmp_path / "csad")
     again = CSAD.load(tmp_path / "csad", cfg, ctx).score(test)
     np.testing.assert_array_equal(again.scores, out.scores)
+    for branch in ("patch_hist", "lgst"):  # the branch ablation switch: one branch's z-score alone
+        method.cfg = cfg.model_copy(update={"branches": branch})
+        np.testing.assert_allclose(method.score(test).scores, out.extras[branch], rtol=1e-6)
 
 
 def test_csad_export_matches_library_scores_and_onnx(tmp_path):
@@ -161,6 +164,9 @@ def test_csad_export_matches_library_scores_and_onnx(tmp_path):
     np.testing.assert_allclose(maps, want.maps, atol=1e-3)  # the library path feeds LGST a uint8-rounded image
     onnx = export_formats(module, load_inputs(val[:1], 128), tmp_path / "x", ["onnx"])["onnx"]
     assert check_parity(load_runner(onnx), torch_runner(module), load_inputs(val, 128).numpy(), atol=1e-4) <= 1e-4
+    method.cfg = cfg.model_copy(update={"branches": "lgst"})  # the branch switch reaches the exported module
+    _, scores = run_images(torch_runner(CSADInference(method)), val, 128)
+    np.testing.assert_allclose(scores, method.score(val).scores, atol=1e-3)
 
 
 def test_fit_segmentor_refuses_labels_without_a_part_class(tmp_path):

@@ -127,6 +127,7 @@ def test_psad_end_to_end_with_patch_dumps(tmp_path):
         paths.append(p)
         masks.append(m)
     cfg = PSADConfig(image_size=32, num_classes=2, segmenter_encoder="resnet18", feature_encoder="resnet18",
+                     second_stage=False,
                      segmenter=SegTrainConfig(**(PSAD_FEWSHOT | {"epochs": 2, "sup_only_epochs": 1, "batch_size": 2})))
     ctx = RunContext(pretrained="false", progress=False, upstream_dirs={"part_segmenter": tmp_path / "seg"})
     seg, _ = fit_part_segmenter(paths[:1], masks[:1], paths[1:], cfg, ctx)

@@ -81,7 +81,13 @@ def load_batch(
 ) -> torch.Tensor:
     """Load images as a normalised float tensor [B,3,H,W] resized (squashed) to ``size``."""
     h, w = (size, size) if isinstance(size, int) else size
-    arrays = [np.asarray(load_rgb(p).resize((w, h), _RESAMPLE[resample]), dtype=np.float32) for p in paths]
+    return normalized_batch([load_rgb(p).resize((w, h), _RESAMPLE[resample]) for p in paths], mean=mean, std=std)
+
+
+def normalized_batch(images: Sequence[Image.Image], *, mean: Sequence[float] = IMAGENET_MEAN,
+                     std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    """Same-size RGB images → normalised float tensor [B,3,H,W]."""
+    arrays = [np.asarray(im, dtype=np.float32) for im in images]
     x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).div_(255.0)
     m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)

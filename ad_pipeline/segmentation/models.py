@@ -4,6 +4,8 @@
   layer1 + high-level layer3 features).
 * ``CoordSegmenter`` — PSAD §2: trainable CNN, multi-level features + (x, y) coordinate
   channels, 1×1 conv head.
+* ``ResidualCoordSegmenter`` — PSAD §3 (second stage, trained on the pseudo-labels): CNN trunk
+  to layer3 + coordinates, a two-step upsampling decoder with residual skips.
 """
 
 from __future__ import annotations
@@ -135,3 +137,35 @@ class CoordSegmenter(nn.Module):
         parts.append(F.interpolate(coords, size=size, mode="bilinear", align_corners=True))
         logits = self.head(torch.cat(parts, 1))
         return F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=True)
+
+
+class ResidualCoordSegmenter(nn.Module):
+    """PSAD's retraining network (the seed's ``CNNSegmenter``): image [B,3,H,W] → logits [B,C,H,W].
+
+    With trunk features l1, l2, l3 (``layers``): h = concat(l3, coords resized to l3) →
+    bilinear to l2's size → 3×3 conv to C2 + ReLU, + l2 → bilinear to l1's size → 3×3 conv to
+    C1 + ReLU, + l1 → bilinear to H×W → 1×1 conv to ``num_classes`` (all bilinear with
+    align_corners=True). Coordinates are linspace(0, 1) × ``coord_scale`` (seed: 30).
+    """
+
+    def __init__(self, encoder: nn.Module, num_classes: int, *, layers: Sequence[str] = ("layer1", "layer2", "layer3"),
+                 coord_scale: float = 30.0):
+        super().__init__()
+        if len(layers) != 3:
+            raise ValueError(f"ResidualCoordSegmenter needs 3 layers (low to high), got {list(layers)}")
+        self.encoder = encoder
+        self.layers = tuple(layers)
+        self.coord_scale = coord_scale
+        c1, c2, c3 = probe_channels(encoder, self.layers)
+        self.up3 = nn.Sequential(nn.Conv2d(c3 + 2, c2, 3, padding=1), nn.ReLU())
+        self.up2 = nn.Sequential(nn.Conv2d(c2, c1, 3, padding=1), nn.ReLU())
+        self.head = nn.Conv2d(c1, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.encoder(x, list(self.layers))
+        l1, l2, l3 = (feats[n] for n in self.layers)
+        coords = coordinate_maps(x.shape[0], x.shape[2], x.shape[3], self.coord_scale).to(x)
+        h = torch.cat([l3, F.interpolate(coords, size=l3.shape[2:], mode="bilinear", align_corners=True)], 1)
+        h = self.up3(F.interpolate(h, size=l2.shape[2:], mode="bilinear", align_corners=True)) + l2
+        h = self.up2(F.interpolate(h, size=l1.shape[2:], mode="bilinear", align_corners=True)) + l1
+        return self.head(F.interpolate(h, size=x.shape[2:], mode="bilinear", align_corners=True))

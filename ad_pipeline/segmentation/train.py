@@ -3,7 +3,7 @@
 
 Defaults are CSAD's (configs/segmentor: CE-on-probs 0.5, focal 10, class-balanced dice 1,
 histogram 10, entropy 1 + 1; Adam lr 0.01, 120 epochs, 50 supervised-only);
-``PSAD_FEWSHOT`` overrides them with PSAD's few-shot recipe.
+``PSAD_FEWSHOT`` overrides them with PSAD's few-shot recipe, ``PSAD_RETRAIN`` with its second stage.
 """
 
 from __future__ import annotations
@@ -60,6 +60,12 @@ PSAD_FEWSHOT = dict(epochs=100, sup_only_epochs=50, batch_size=5, epoch_length="
                     lr=1e-3, weight_decay=0.01, ce=10.0, ce_on_probs=False, focal=0.0, dice=1.0,
                     dice_class_balanced=False, dice_eps_num=0.0, dice_eps_den=1e-4, hist=1.0,
                     hist_batch_reduction="sum", entropy_unsup=10.0, entropy_sup=0.0)
+
+# PSAD's second stage (train_normal_unet.py / run_unet_v2.sh): every image is supervised by its
+# pseudo-label; 10·CE + (1 − Dice), AdamW lr 1e-3 (default weight decay 0.01), batch 8, 300 epochs
+# (the histogram / entropy terms are only logged there, so they are off here).
+PSAD_RETRAIN = PSAD_FEWSHOT | dict(epochs=300, sup_only_epochs=300, batch_size=8, epoch_length="supervised",
+                                   hist=0.0, entropy_unsup=0.0)
 
 
 def _index_stream(n: int, batch: int, gen: torch.Generator) -> Iterator[torch.Tensor]:

@@ -37,6 +37,7 @@ class CSADInference(nn.Module):
         s = method.stats
         self.register_buffer("norm", torch.tensor([[s[k].mean, s[k].std] for k in ("hist", "patch_hist", "ph", "lgst")],
                                                   dtype=torch.float32))
+        self.branch_weights = (float(method.cfg.branches != "lgst"), float(method.cfg.branches != "patch_hist"))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.normalize(x)
@@ -47,7 +48,8 @@ class CSADInference(nn.Module):
         z_p = (mahalanobis(h_p, self.patch_mean, self.patch_inv_cov) - n[1, 0]) / n[1, 1]
         ph = (z_g + z_p - n[2, 0]) / n[2, 1]
         lgst_map, lgst_score = self.lgst(x)
-        return lgst_map[:, 0], ph + (lgst_score - n[3, 0]) / n[3, 1]
+        w_ph, w_lg = self.branch_weights  # csad.branches
+        return lgst_map[:, 0], w_ph * ph + w_lg * (lgst_score - n[3, 0]) / n[3, 1]
 
 
 def build(model_dir: Path, cfg: CSADConfig, ctx: RunContext) -> Inference:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -56,6 +56,7 @@ class CSADConfig(MethodConfig):
     penalty_images: str | None = None  # folder of generic images (Tiny-ImageNet); None = no penalty term
     zscore_guard: float = 0.0  # std ≤ guard → 1 (0: benchmark path; 1e-3: export path)
     batch_size: int = 8
+    branches: Literal["both", "patch_hist", "lgst"] = "both"  # which branch scores are summed (seed ablation)
 
 
 def trimmed(val_scores: np.ndarray, guard: float) -> Normalizer:
@@ -202,7 +203,8 @@ class CSAD(AnomalyMethod):
         ph = self._patch_hist(images)
         lg, maps = lgst_scores(self.lgst, load_uint8(list(images), self.cfg.image_size), batch_size=self.cfg.batch_size)
         z_ph, z_lg = self.stats["ph"](ph), self.stats["lgst"](lg)
-        return Scores((z_ph + z_lg).astype(np.float32), maps,
+        total = {"both": z_ph + z_lg, "patch_hist": z_ph, "lgst": z_lg}[self.cfg.branches]
+        return Scores(total.astype(np.float32), maps,
                       extras={"patch_hist": z_ph.astype(np.float32), "lgst": z_lg.astype(np.float32)})
 
     def save(self, model_dir: Path) -> None:

@@ -1,27 +1,32 @@
-"""PSAD for one category: few-shot part segmenter (stage ``part_segmenter@``) and scoring (``psad@``).
+"""PSAD for one category: few-shot part segmenter (stage ``part_segmenter@``), second-stage
+segmenter trained on its pseudo-labels (``psad_segmenter@``) and scoring (``psad@``).
 
-Scoring needs PatchCore's dumps (never recomputed here): the ``test`` dump and a
-``train_loo`` dump — ``write_scores(dir, "train_loo", manifest.fingerprint("train"), s, None)``
-where s[i] is train image i scored against a memory bank WITHOUT its own patches. The stage
-loads them with :func:`load_patch_scores` into ``PSAD.patch_scores`` before fit/score.
-Final score = Σ over ``memory_type`` banks (h, c, p) of adaptively scaled NN distances.
+The patch bank needs PatchCore image scores in ``PSAD.patch_scores`` before fit/score: for test
+images against the bank, for train images leave-one-out (against a bank WITHOUT that image's
+patches). ``patch_bank: full`` (the seed's: no coreset) computes them with
+:func:`full_bank_patch_scores`; ``coreset`` reads ``patchcore@``'s dumps with
+:func:`load_patch_scores` (``train_loo`` and ``test``). Every image (and few-shot label) goes
+through :mod:`~ad_pipeline.methods.psad.preprocess` with the category's settings, recorded by
+the part segmenter and adopted by the later stages. Final score = Σ over ``memory_type`` banks
+(h, c, p) of adaptively scaled NN distances; the banks hold a seeded ``normal_fraction`` of the
+train images.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from ad_pipeline.backbones import build_backbone
-from ad_pipeline.data.images import load_batch
 from ad_pipeline.errors import ArtifactError, UserError
 from ad_pipeline.io import read_json, read_scores, write_json
 from ad_pipeline.methods.base import AnomalyMethod, MethodConfig, RunContext, Scores
+from ad_pipeline.methods.patchcore.method import PatchCore, PatchCoreConfig
 from ad_pipeline.methods.psad.banks import PooledFeatures, composition_features, histogram_features
 from ad_pipeline.methods.psad.scaling import (
     NearestRule,
@@ -31,12 +36,20 @@ from ad_pipeline.methods.psad.scaling import (
     nearest_distances,
     nearest_other_distances,
 )
+from ad_pipeline.methods.psad.preprocess import PreprocessConfig, load_preprocessed, preprocess_label
 from ad_pipeline.seed import seed_everything
-from ad_pipeline.segmentation.models import CoordSegmenter
-from ad_pipeline.segmentation.train import PSAD_FEWSHOT, SegTrainConfig, predict_labels, train_segmentation
+from ad_pipeline.segmentation.models import CoordSegmenter, ResidualCoordSegmenter
+from ad_pipeline.segmentation.train import (
+    PSAD_FEWSHOT,
+    PSAD_RETRAIN,
+    SegTrainConfig,
+    predict_labels,
+    train_segmentation,
+)
 
-SEGMENTER_FILE = "part_segmenter.pth"
-SEGMENTER_META = "part_segmenter.json"
+FEWSHOT = "part_segmenter"  # stage / file stem of the few-shot segmenter
+RETRAINED = "psad_segmenter"  # stage / file stem of the second-stage segmenter
+SEGMENTER_META = f"{FEWSHOT}.json"
 
 
 class PSADConfig(MethodConfig):
@@ -57,6 +70,15 @@ class PSADConfig(MethodConfig):
     nearest_rule: NearestRule = "second_smallest"  # "repo_bug" reproduces the reference code
     standardize: bool = True
     batch_size: int = 4
+    preprocess: PreprocessConfig = PreprocessConfig()  # psad.md §1; screw_bag's crop 150: ad_pipeline.recipes
+    # second stage (psad.md §3, run_unet_v2.sh): random-init WRN-101 trunk, coordinates ×30
+    second_stage: bool = True  # false: psad@ uses the few-shot segmenter's maps
+    retrain_encoder: str = "wide_resnet101_2"
+    retrain_pretrained: bool = False  # run_unet_v2.sh: --pretrained False
+    retrain_coord_scale: float = 30.0
+    retrain: SegTrainConfig = SegTrainConfig(**PSAD_RETRAIN)
+    normal_fraction: float = Field(1.0, gt=0, le=1)  # seeded share of train images in the banks (seed: 1 … 1/8)
+    patch_bank: Literal["full", "coreset"] = "full"  # full: own PatchCore without coreset (seed); coreset: patchcore@
 
     @field_validator("segmenter", mode="before")
     @classmethod
@@ -64,16 +86,38 @@ class PSADConfig(MethodConfig):
         """A partial ``segmenter`` section overrides PSAD's recipe, not the CSAD defaults."""
         return {**PSAD_FEWSHOT, **v} if isinstance(v, dict) else v
 
+    @field_validator("retrain", mode="before")
+    @classmethod
+    def _retrain_defaults(cls, v: Any) -> Any:
+        """A partial ``retrain`` section overrides PSAD's second-stage recipe."""
+        return {**PSAD_RETRAIN, **v} if isinstance(v, dict) else v
 
-def _segmenter(cfg: PSADConfig, ctx: RunContext) -> CoordSegmenter:
-    enc = build_backbone(cfg.segmenter_encoder, pretrained=ctx.pretrained, weights_dir=ctx.weights_dir, seed=ctx.seed,
-                         trainable=True)
-    return CoordSegmenter(enc, cfg.num_classes, layers=cfg.segmenter_layers, coord_scale=cfg.coord_scale)
+
+def normal_subset(paths: Sequence[Path], fraction: float, seed: int) -> list[Path]:
+    """The seeded ``fraction`` of ``paths`` (round(fraction·N), at least 2), in their original order."""
+    n = len(paths)
+    if fraction >= 1.0 or n <= 2:
+        return list(paths)
+    k = max(2, round(fraction * n))
+    keep = np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+    return [paths[i] for i in keep]
+
+
+def _segmenter(cfg: PSADConfig, ctx: RunContext, kind: str = FEWSHOT) -> CoordSegmenter | ResidualCoordSegmenter:
+    if kind == FEWSHOT:
+        enc = build_backbone(cfg.segmenter_encoder, pretrained=ctx.pretrained, weights_dir=ctx.weights_dir,
+                             seed=ctx.seed, trainable=True)
+        return CoordSegmenter(enc, cfg.num_classes, layers=cfg.segmenter_layers, coord_scale=cfg.coord_scale)
+    enc = build_backbone(cfg.retrain_encoder, pretrained=ctx.pretrained if cfg.retrain_pretrained else "false",
+                         weights_dir=ctx.weights_dir, seed=ctx.seed, trainable=True)
+    return ResidualCoordSegmenter(enc, cfg.num_classes, coord_scale=cfg.retrain_coord_scale)
 
 
 def fit_part_segmenter(shots: Sequence[Path], shot_masks: Sequence[np.ndarray], unlabeled: Sequence[Path],
                        cfg: PSADConfig, ctx: RunContext) -> tuple[CoordSegmenter, list[dict[str, float]]]:
-    """Few-shot part segmentation: labelled ``shots`` (uint8 masks, 0 = background) + unlabelled images."""
+    """Few-shot part segmentation: labelled ``shots`` (uint8 masks, 0 = background) + unlabelled images.
+
+    Images and masks are preprocessed with ``cfg.preprocess`` (the category's, set by the stage)."""
     if len(shots) != len(shot_masks) or not shots:
         raise UserError(f"need ≥ 1 shot and one mask per shot, got {len(shots)} images / {len(shot_masks)} masks")
     top = max(int(m.max()) for m in shot_masks)
@@ -82,32 +126,87 @@ def fit_part_segmenter(shots: Sequence[Path], shot_masks: Sequence[np.ndarray], 
                         fix="set psad num_classes to the number of part classes incl. background")
     seed_everything(ctx.seed)
     model = _segmenter(cfg, ctx)
-    images = load_batch([*shots, *unlabeled], cfg.image_size)
+    images = load_preprocessed([*shots, *unlabeled], cfg.image_size, cfg.preprocess)
     labels = torch.zeros(len(images), cfg.image_size, cfg.image_size, dtype=torch.long)
     for i, m in enumerate(shot_masks):
-        t = torch.from_numpy(m)[None, None].float()
-        labels[i] = torch.nn.functional.interpolate(t, size=(cfg.image_size,) * 2, mode="nearest")[0, 0].long()
+        labels[i] = torch.from_numpy(preprocess_label(m, cfg.image_size, cfg.preprocess).astype(np.int64))
     history = train_segmentation(model, images, labels, np.arange(len(shots)), cfg.segmenter,
                                  num_classes=cfg.num_classes, seed=ctx.seed, device=ctx.device, progress=ctx.progress)
     return model, history
 
 
-def save_part_segmenter(model: CoordSegmenter, out_dir: Path, cfg: PSADConfig) -> None:
+def fit_second_stage(fewshot: CoordSegmenter, train: Sequence[Path], cfg: PSADConfig,
+                     ctx: RunContext) -> tuple[ResidualCoordSegmenter, list[dict[str, float]]]:
+    """Second stage: pseudo-labels of every train image from ``fewshot`` → a fresh
+    :class:`ResidualCoordSegmenter` trained on them (``cfg.retrain``). Memory: the train set at
+    ``image_size`` (N·3·S² floats + N·S² labels)."""
+    images = load_preprocessed(list(train), cfg.image_size, cfg.preprocess)
+    pseudo = predict_labels(fewshot, images, batch_size=cfg.batch_size, device=ctx.device).long()
+    seed_everything(ctx.seed)
+    model = _segmenter(cfg, ctx, RETRAINED)
+    history = train_segmentation(model, images, pseudo, np.arange(len(images)), cfg.retrain,
+                                 num_classes=cfg.num_classes, seed=ctx.seed, device=ctx.device, progress=ctx.progress)
+    return model, history
+
+
+def _segmenter_meta(cfg: PSADConfig, kind: str) -> dict[str, Any]:
+    encoder = cfg.segmenter_encoder if kind == FEWSHOT else cfg.retrain_encoder
+    return {"num_classes": cfg.num_classes, "encoder": encoder,
+            "preprocess": cfg.preprocess.model_dump()}
+
+
+def save_part_segmenter(model: CoordSegmenter | ResidualCoordSegmenter, out_dir: Path, cfg: PSADConfig,
+                        kind: str = FEWSHOT) -> None:
+    """``<kind>.pth`` (state dict) + ``<kind>.json`` (classes, encoder, preprocessing)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out_dir / SEGMENTER_FILE)
-    write_json(out_dir / SEGMENTER_META, {"num_classes": cfg.num_classes, "encoder": cfg.segmenter_encoder})
+    torch.save(model.state_dict(), out_dir / f"{kind}.pth")
+    write_json(out_dir / f"{kind}.json", _segmenter_meta(cfg, kind))
 
 
-def load_part_segmenter(seg_dir: Path, cfg: PSADConfig, ctx: RunContext) -> CoordSegmenter:
+def segmenter_settings(seg_dir: Path, cfg: PSADConfig) -> PSADConfig:
+    """``cfg`` with the class count and preprocessing the few-shot segmenter in ``seg_dir`` used."""
+    meta = Path(seg_dir) / SEGMENTER_META
+    if not meta.is_file():
+        return cfg
+    m = read_json(meta)
+    update: dict[str, Any] = {"num_classes": int(m["num_classes"])}
+    if "preprocess" in m:
+        update["preprocess"] = PreprocessConfig(**m["preprocess"])
+    return cfg.model_copy(update=update)
+
+
+def load_part_segmenter(seg_dir: Path, cfg: PSADConfig, ctx: RunContext,
+                        kind: str = FEWSHOT) -> CoordSegmenter | ResidualCoordSegmenter:
     seg_dir = Path(seg_dir)
-    meta = read_json(seg_dir / SEGMENTER_META)
-    if meta != {"num_classes": cfg.num_classes, "encoder": cfg.segmenter_encoder}:
-        raise ArtifactError(f"part segmenter was trained with {meta}", path=seg_dir,
-                            fix="re-run the part_segmenter stage with the current psad params")
-    model = _segmenter(cfg, ctx)
-    model.load_state_dict(torch.load(seg_dir / SEGMENTER_FILE, map_location="cpu", weights_only=True))
+    meta_file = seg_dir / f"{kind}.json"
+    if not meta_file.is_file():
+        raise ArtifactError(f"no {kind} model", path=seg_dir, fix=f"run the {kind} stage with the current psad params")
+    meta = read_json(meta_file)
+    if meta != _segmenter_meta(cfg, kind):
+        raise ArtifactError(f"{kind} was trained with {meta}", path=seg_dir,
+                            fix=f"re-run the {kind} stage with the current psad params")
+    model = _segmenter(cfg, ctx, kind)
+    model.load_state_dict(torch.load(seg_dir / f"{kind}.pth", map_location="cpu", weights_only=True))
     return model.eval()
+
+
+def full_bank_patch_scores(cfg: PatchCoreConfig, ctx: RunContext, train: Sequence[Path],
+                           others: Sequence[Sequence[Path]]) -> tuple[dict[str, float], dict[str, Any]]:
+    """PatchCore image scores with the FULL memory bank (``coreset_ratio`` 1, the seed's dumps):
+    train images leave-one-out, every image in ``others`` against the whole bank.
+
+    Returns ({path: score}, facts for meta.json). Memory: all train patch features [N·h·w, D].
+    """
+    pc = PatchCore(cfg.model_copy(update={"coreset_ratio": 1.0}), ctx)
+    pc.fit(list(train), [])
+    scores = {str(p): float(s) for p, s in zip(train, pc.train_loo_scores())}
+    for paths in others:
+        if paths:
+            scores |= {str(p): float(s) for p, s in zip(paths, pc.score(list(paths)).scores)}
+    return scores, {"source": "psad (own PatchCore, no coreset)", "coreset_ratio": 1.0,
+                    "memory_bank_size": pc.bank_size, "backbone": pc.backbone.spec.name,
+                    "weights": pc.backbone.weights}
 
 
 def load_patch_scores(dump_dir: Path, split: str, fingerprint: str, paths: Sequence[Path]) -> dict[str, float]:
@@ -125,12 +224,11 @@ def load_patch_scores(dump_dir: Path, split: str, fingerprint: str, paths: Seque
 class PSAD(AnomalyMethod):
     name = "psad"
     Config = PSADConfig
-    requires = ("part_segmenter", "patchcore")
+    requires = (FEWSHOT, RETRAINED, "patchcore")
 
     def __init__(self, cfg: PSADConfig, ctx: RunContext):
-        seg_meta = Path(ctx.upstream_dirs.get("part_segmenter", "")) / SEGMENTER_META
-        if seg_meta.is_file():  # the class count is per category: the one the segmenter was trained with
-            cfg = cfg.model_copy(update={"num_classes": int(read_json(seg_meta)["num_classes"])})
+        # class count and preprocessing are per category: those the few-shot segmenter was trained with
+        cfg = segmenter_settings(Path(ctx.upstream_dirs.get(FEWSHOT, "")), cfg)
         super().__init__(cfg, ctx)
         bad = set(cfg.memory_type) - set("hcp")
         if bad or not cfg.memory_type:
@@ -140,11 +238,24 @@ class PSAD(AnomalyMethod):
                                        cfg.feature_layers, cfg.avgpool_size)
         self.segmenter: CoordSegmenter | None = None
         self.patch_scores: dict[str, float] = {}
+        self.patch_bank: dict[str, Any] = {}  # where patch_scores came from (set by the stage)
+        self.normal_images: list[str] = []  # the train images in the banks
         self.state: dict[str, torch.Tensor] = {}
+
+    @property
+    def segmenter_kind(self) -> str:
+        return RETRAINED if self.cfg.second_stage else FEWSHOT
+
+    def _load_segmenter(self) -> CoordSegmenter | ResidualCoordSegmenter:
+        seg_dir = self.ctx.upstream_dirs.get(self.segmenter_kind)
+        if seg_dir is None:
+            raise ArtifactError(f"no {self.segmenter_kind} model directory given",
+                                fix=f"run the {self.segmenter_kind} stage first")
+        return load_part_segmenter(seg_dir, self.cfg, self.ctx, self.segmenter_kind)
 
     def part_maps(self, paths: Sequence[Path]) -> torch.Tensor:
         """uint8 [N,S,S] predicted part maps (S = image_size)."""
-        return predict_labels(self.segmenter, load_batch(list(paths), self.cfg.image_size),
+        return predict_labels(self.segmenter, load_preprocessed(list(paths), self.cfg.image_size, self.cfg.preprocess),
                               batch_size=self.cfg.batch_size, device=self.ctx.device).cpu()
 
     def bank_features(self, paths: Sequence[Path], part_maps: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -152,7 +263,8 @@ class PSAD(AnomalyMethod):
         c = self.cfg.num_classes
         comp = []
         for i in range(0, len(paths), self.cfg.batch_size):
-            x = load_batch(list(paths[i:i + self.cfg.batch_size]), self.cfg.image_size).to(self.ctx.device)
+            x = load_preprocessed(list(paths[i:i + self.cfg.batch_size]), self.cfg.image_size,
+                                  self.cfg.preprocess).to(self.ctx.device)
             comp.append(composition_features(self.features(x), part_maps[i:i + len(x)].to(x.device), c).cpu())
         return {"h": histogram_features(part_maps, c), "c": torch.cat(comp)}
 
@@ -191,11 +303,10 @@ class PSAD(AnomalyMethod):
         return out
 
     def fit(self, train: Sequence[Path], validation: Sequence[Path]) -> None:
-        seg_dir = self.ctx.upstream_dirs.get("part_segmenter")
-        if seg_dir is None:
-            raise ArtifactError("no part segmenter model directory given", fix="run the part_segmenter stage first")
+        train = normal_subset(train, self.cfg.normal_fraction, self.ctx.seed)
+        self.normal_images = [str(p) for p in train]
         patch_train = self._patch(train, "leave-one-out train") if "p" in self.cfg.memory_type else None
-        self.segmenter = load_part_segmenter(seg_dir, self.cfg, self.ctx)
+        self.segmenter = self._load_segmenter()
         self.fit_banks(self.bank_features(train, self.part_maps(train)), patch_train)
 
     def score(self, images: Sequence[Path]) -> Scores:
@@ -211,14 +322,33 @@ class PSAD(AnomalyMethod):
     @classmethod
     def load(cls, model_dir: Path, cfg: PSADConfig, ctx: RunContext) -> PSAD:
         m = cls(cfg, ctx)
-        m.segmenter = load_part_segmenter(ctx.upstream_dirs["part_segmenter"], cfg, ctx)
+        m.segmenter = m._load_segmenter()
         m.state = torch.load(Path(model_dir) / "psad_banks.pth", map_location="cpu", weights_only=True)
         return m
 
+    def weights_per_part(self) -> dict[str, str]:
+        """Weights mode of each network: the feature encoder, the few-shot segmenter's encoder (from
+        its stage's meta.json) and, with the second stage, the retrained trunk."""
+        seg = getattr(self.segmenter.encoder, "weights", "random-init")
+        parts = {"feature_encoder": self.features.encoder.weights}
+        if self.cfg.second_stage:
+            fewshot_meta = Path(self.ctx.upstream_dirs.get(FEWSHOT, "")) / "meta.json"
+            parts["segmenter_encoder"] = (read_json(fewshot_meta).get("weights", "random-init")
+                                          if fewshot_meta.is_file() else "random-init")
+            parts["retrain_encoder"] = seg
+        else:
+            parts["segmenter_encoder"] = seg
+        return parts
+
     def meta(self) -> dict[str, Any]:
-        modes = {self.features.encoder.weights, getattr(self.segmenter.encoder, "weights", "random-init")}
+        parts = self.weights_per_part()
+        # the retrained trunk is random-init by the seed's design (retrain_pretrained: false): not judged
+        judged = {v for k, v in parts.items() if k != "retrain_encoder" or self.cfg.retrain_pretrained}
         return {"memory_type": self.cfg.memory_type, "scale_type": self.cfg.scale_type,
                 "nearest_rule": self.cfg.nearest_rule, "num_classes": self.cfg.num_classes,
-                "weights": modes.pop() if len(modes) == 1 else "random-init",  # any random part → random-init
-                "weights_per_part": {"feature_encoder": self.features.encoder.weights,
-                                     "segmenter_encoder": getattr(self.segmenter.encoder, "weights", "random-init")}}
+                "segmenter": self.segmenter_kind, "preprocess": self.cfg.preprocess.model_dump(),
+                "patch_bank": self.patch_bank or None,
+                "normal_subset": {"fraction": self.cfg.normal_fraction, "seed": self.ctx.seed,
+                                  "n": len(self.normal_images), "images": self.normal_images},
+                "weights": judged.pop() if len(judged) == 1 else "random-init",  # any random part → random-init
+                "weights_per_part": parts}
