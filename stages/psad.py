@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from ad_pipeline.data.manifest import Manifest
 from ad_pipeline.io import read_json
-from ad_pipeline.methods.psad.method import full_bank_patch_scores, load_patch_scores
+from ad_pipeline.methods.psad.method import load_patch_scores
+from ad_pipeline.methods.psad.patch_bank import full_bank_patch_scores
 from stages import run_method
 from stages.common import method_dir, params, run_context
 

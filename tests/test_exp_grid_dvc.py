@@ -41,7 +41,7 @@ def project(tmp_path_factory):
     p["patchcore"] |= {"datasets": ["synthetic_loco"], "resize": 64, "image_size": 64,
                        "pretrain_embed_dim": 32, "target_embed_dim": 32}
     p["musc"] |= {"datasets": ["synthetic_ad"], "image_size": 32}
-    p["psad"] |= {"image_size": 32, "segmenter_encoder": "resnet18",
+    p["psad"] |= {"datasets": ["synthetic_loco"], "image_size": 32, "segmenter_encoder": "resnet18",
                   "retrain_encoder": "resnet18", "segmenter": {"epochs": 1, "sup_only_epochs": 1, "batch_size": 4},
                   "retrain": {"epochs": 1, "batch_size": 4}}
     (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))

@@ -19,10 +19,10 @@ from ad_pipeline.methods.psad.method import (
     PSADConfig,
     fit_part_segmenter,
     fit_second_stage,
-    full_bank_patch_scores,
     normal_subset,
     save_part_segmenter,
 )
+from ad_pipeline.methods.psad.patch_bank import full_bank_patch_scores
 from ad_pipeline.methods.psad.preprocess import PreprocessConfig, polygons_to_mask, preprocess, preprocess_label
 from ad_pipeline.segmentation.models import ResidualCoordSegmenter
 from ad_pipeline.segmentation.train import PSAD_FEWSHOT, PSAD_RETRAIN, SegTrainConfig, train_segmentation

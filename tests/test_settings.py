@@ -140,5 +140,5 @@ def test_dvc_dag_of_evaluate_mvtec_loco_is_the_recipe(repo):
                          timeout=120, check=True).stdout
     stages = set(re.findall(r'^"([^"]+)";$', out, re.M))
     recipe = ("prepare", "patchcore", "efficientad_teacher", "efficientad", "puad", "pseudo_labels", "segmentor",
-              "csad", "part_segmenter", "psad", "fuse", "evaluate")
+              "csad", "part_segmenter", "psad_segmenter", "psad", "fuse", "evaluate")
     assert {s for s in stages if "@" in s} == {f"{s}@mvtec_loco" for s in recipe}

@@ -4,7 +4,7 @@ segmenter trained on its pseudo-labels (``psad_segmenter@``) and scoring (``psad
 The patch bank needs PatchCore image scores in ``PSAD.patch_scores`` before fit/score: for test
 images against the bank, for train images leave-one-out (against a bank WITHOUT that image's
 patches). ``patch_bank: full`` (the seed's: no coreset) computes them with
-:func:`full_bank_patch_scores`; ``coreset`` reads ``patchcore@``'s dumps with
+:func:`~ad_pipeline.methods.psad.patch_bank.full_bank_patch_scores`; ``coreset`` reads ``patchcore@``'s dumps with
 :func:`load_patch_scores` (``train_loo`` and ``test``). Every image (and few-shot label) goes
 through :mod:`~ad_pipeline.methods.psad.preprocess` with the category's settings, recorded by
 the part segmenter and adopted by the later stages. Final score = Σ over ``memory_type`` banks
@@ -26,7 +26,6 @@ from ad_pipeline.backbones import build_backbone
 from ad_pipeline.errors import ArtifactError, UserError
 from ad_pipeline.io import read_json, read_scores, write_json
 from ad_pipeline.methods.base import AnomalyMethod, MethodConfig, RunContext, Scores
-from ad_pipeline.methods.patchcore.method import PatchCore, PatchCoreConfig
 from ad_pipeline.methods.psad.banks import PooledFeatures, composition_features, histogram_features
 from ad_pipeline.methods.psad.scaling import (
     NearestRule,
@@ -189,24 +188,6 @@ def load_part_segmenter(seg_dir: Path, cfg: PSADConfig, ctx: RunContext,
     model = _segmenter(cfg, ctx, kind)
     model.load_state_dict(torch.load(seg_dir / f"{kind}.pth", map_location="cpu", weights_only=True))
     return model.eval()
-
-
-def full_bank_patch_scores(cfg: PatchCoreConfig, ctx: RunContext, train: Sequence[Path],
-                           others: Sequence[Sequence[Path]]) -> tuple[dict[str, float], dict[str, Any]]:
-    """PatchCore image scores with the FULL memory bank (``coreset_ratio`` 1, the seed's dumps):
-    train images leave-one-out, every image in ``others`` against the whole bank.
-
-    Returns ({path: score}, facts for meta.json). Memory: all train patch features [N·h·w, D].
-    """
-    pc = PatchCore(cfg.model_copy(update={"coreset_ratio": 1.0}), ctx)
-    pc.fit(list(train), [])
-    scores = {str(p): float(s) for p, s in zip(train, pc.train_loo_scores())}
-    for paths in others:
-        if paths:
-            scores |= {str(p): float(s) for p, s in zip(paths, pc.score(list(paths)).scores)}
-    return scores, {"source": "psad (own PatchCore, no coreset)", "coreset_ratio": 1.0,
-                    "memory_bank_size": pc.bank_size, "backbone": pc.backbone.spec.name,
-                    "weights": pc.backbone.weights}
 
 
 def load_patch_scores(dump_dir: Path, split: str, fingerprint: str, paths: Sequence[Path]) -> dict[str, float]:
