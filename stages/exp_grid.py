@@ -8,8 +8,9 @@ on the given params. ``columns`` map a table column to a metric path in ``metric
 
 ``queue`` turns row i into ``dvc exp run --queue -n <name>-<ii> -S ++k=v … <targets>`` (``--run``:
 without ``--queue``, now, one after the other). ``table`` reads ``dvc exp show --json``, takes the
-experiment named for each row (if its params still match) and writes the seed's layout (ours
-beside the published values, metrics ×100) as markdown and JSON.
+experiment named for each row (if its params still match), reads ``metrics_file`` from the
+experiment's commit and writes the seed's layout (ours beside the published values, metrics
+×100) as markdown and JSON.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,16 +136,25 @@ def _lookup(data: Mapping[str, Any], dotted: str) -> Any:
     return data
 
 
-def collect(grid: Grid, exp_show: Any) -> dict[str, Any]:
-    """The table (JSON-ready) from ``dvc exp show --json`` output."""
-    by_name = {e["name"]: e["data"] for e in _experiments(exp_show)}
+ReadFile = Callable[[str, str], Any]  # (experiment rev, path) → parsed JSON or None
+
+
+def collect(grid: Grid, exp_show: Any, read_file: ReadFile | None = None) -> dict[str, Any]:
+    """The table (JSON-ready) from ``dvc exp show --json`` output. ``metrics_file`` is taken from
+    the experiment's metrics there, else from ``read_file(rev, metrics_file)`` (its git commit:
+    ``metrics/<dataset>.json`` is an output, not a DVC metric)."""
+    by_name = {e["name"]: e for e in _experiments(exp_show)}
     metrics_file = grid.resolved(grid.metrics_file)
     rows = []
     for i, row in enumerate(grid.expand()):
         name = grid.experiment_name(i)
-        data = by_name.get(name) or {}
+        exp = by_name.get(name) or {}
+        data = exp.get("data") or {}
         params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
-        metrics = (data.get("metrics") or {}).get(metrics_file, {}).get("data", {})
+        metrics = (data.get("metrics") or {}).get(metrics_file, {}).get("data")
+        if metrics is None and read_file is not None and exp.get("rev"):
+            metrics = read_file(exp["rev"], metrics_file)
+        metrics = metrics or {}
         matches = bool(params) and all(_lookup(params, k) == v for k, v in (grid.base | row.params).items())
         ours = {}
         for col, path in grid.columns.items():
@@ -211,13 +221,19 @@ def queue(path: Path, *, dataset: str | None = None, run_now: bool = False, dry_
     return lines
 
 
+def git_json(rev: str, path: str) -> Any:
+    """JSON file ``path`` as committed in ``rev`` (an experiment's commit), or None."""
+    done = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
+    return json.loads(done.stdout) if done.returncode == 0 else None
+
+
 def table(path: Path, *, dataset: str | None = None, out: Path = Path("experiments/results"),
           exp_show: Any = None) -> dict[str, Any]:
     """Collect the finished experiments; write ``<out>/<grid>.md`` and ``.json``."""
     grid = load_grid(path, dataset)
     if exp_show is None:
         exp_show = json.loads(_dvc(["dvc", "exp", "show", "--json"]) or "[]")
-    result = collect(grid, exp_show)
+    result = collect(grid, exp_show, git_json)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{grid.name}.md").write_text(render_markdown(result))
     write_json(out / f"{grid.name}.json", result)

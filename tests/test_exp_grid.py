@@ -71,6 +71,10 @@ def test_collector_builds_the_table_from_stub_experiments():
         "|---|---|---|---|---|\n"
         "| h | 50.0 | 25.0 | – | – |\n"
         "| hcp | – | – | 98.1 | 91.6 |\n")
+    # metrics that are no DVC metric come from the experiment's commit
+    shown[1]["experiments"][0]["revs"][0]["data"]["metrics"] = {}
+    files = {("abc", "metrics/d.json"): {"m": {"la": 0.75, "sa": 0.5}}}
+    assert collect(grid, shown, lambda rev, path: files.get((rev, path)))["rows"][0]["ours"] == {"LA": 75.0, "SA": 50.0}
     transposed = render_markdown(table | {"transpose": True, "source": ""})
     assert transposed == ("### T\n\n| memory_type | h | hcp |\n|---|---|---|\n| LA | 50.0 | – |\n"
                           "| LA (seed) | – | 98.1 |\n| SA | 25.0 | – |\n| SA (seed) | – | 91.6 |\n")
