@@ -26,6 +26,23 @@ def _global(
     OPTIONS.params_path = params
     OPTIONS.quiet = quiet
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
+    _set_numerics(params)
+
+
+def _set_numerics(params: Path) -> None:
+    """Apply params' ``numerics:`` profile before any command imports torch (see ad_pipeline/numerics).
+    An unreadable or invalid section means the defaults here; the full params load reports it."""
+    import yaml
+    from pydantic import ValidationError
+
+    from ad_pipeline import numerics
+
+    try:
+        section = (yaml.safe_load(params.read_text()) or {}).get("numerics") or {}
+        config = numerics.NumericsConfig.model_validate(section)
+    except (OSError, yaml.YAMLError, AttributeError, ValidationError):
+        config = numerics.NumericsConfig()
+    numerics.apply(config)
 
 
 @app.command("check-params")
@@ -303,12 +320,24 @@ def evaluate_maps(
 def check_metrics(
     baseline: Path = typer.Option(..., help="baseline metrics JSON (the committed metrics.json)"),
     current: Path = typer.Option(..., help="metrics JSON of this run"),
-    tolerance: float = typer.Option(0.005, help="allowed drop per metric (absolute)"),
+    noise: Path = typer.Option(Path("metrics_noise.json"), help="the baseline's noise model"),
+    tolerance: Optional[float] = typer.Option(None, help="one absolute tolerance instead of the noise model"),
 ) -> None:
-    """CI regression gate: fail if any metric dropped by more than the tolerance or disappeared."""
+    """CI regression gate: fail if a metric dropped by more than its noise tolerance or disappeared."""
     from stages.check_metrics import check_metrics as run
 
-    raise typer.Exit(run(baseline, current, tolerance))
+    raise typer.Exit(run(baseline, current, noise, tolerance))
+
+
+@app.command("baseline-noise")
+def baseline_noise(
+    seed: Optional[list[int]] = typer.Option(None, help="extra seeds (default: params gate.seeds)"),
+    out: Path = typer.Option(Path("metrics_noise.json"), help="noise model file"),
+) -> None:
+    """Re-run the pipeline with other seeds and write the gate's noise model for metrics.json."""
+    from stages import baseline_noise as stage
+
+    stage.run(seed or None, out)
 
 
 def main() -> None:

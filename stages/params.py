@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from ad_pipeline.errors import ParamsError
+from ad_pipeline.numerics import NumericsConfig
 from ad_pipeline.methods.efficientad.teacher import TeacherConfig
 from ad_pipeline.methods.registry import get_method, method_names
 from ad_pipeline.methods.uniad.vis import VisConfig
@@ -123,7 +124,11 @@ class UniADVisParams(VisConfig):
 
 
 class GateParams(Strict):
-    tolerance: float = Field(0.005, ge=0.0)
+    """The CI gate's noise model (ad_pipeline/metrics/gate.py): tolerance = max(k * spread, quantum,
+    resolution), spread over the baseline's seed and ``seeds`` (``ad-pipeline baseline-noise``)."""
+
+    k: float = Field(2.0, gt=0.0)
+    seeds: list[int] = [1, 2]
 
 
 def _pretrained(v: Any) -> Any:
@@ -147,6 +152,7 @@ class BaseParams(Strict):
     pseudo_labels: PseudoLabelParams = PseudoLabelParams()
     uniad_vis: UniADVisParams = UniADVisParams()
     gate: GateParams = GateParams()
+    numerics: NumericsConfig = NumericsConfig()
     summary_datasets: list[str] = []  # datasets whose metrics form the top-level metrics.json
 
     _coerce_pretrained = field_validator("pretrained", mode="before")(_pretrained)
