@@ -12,7 +12,7 @@ reductions are split). A profile fixes both:
 * ``native``: library defaults (fastest; results depend on the CPU and its core count).
 
 The knobs are read when the libraries load, so :func:`apply` must run before torch, numpy or
-faiss is imported (the ``ad-pipeline`` entry point does it). ``AD_PIPELINE_NUMERICS`` (env)
+faiss is imported, and :func:`pin_threads` after (the ``ad-pipeline`` entry point does both). ``AD_PIPELINE_NUMERICS`` (env)
 overrides the params' profile; ``AD_PIPELINE_CPU_LEVEL`` (avx2|sse4) makes the portable profile
 treat the CPU as that level, to emulate an older CPU on this one. :func:`record` returns what
 took effect, for meta.json.
@@ -89,6 +89,15 @@ def apply(config: NumericsConfig) -> dict:
     _SETTINGS.update(profile=config.profile, level=level if env else "native",
                      threads=config.threads if env else None, env=env, replaced=replaced, late=late)
     return dict(_SETTINGS)
+
+
+def pin_threads() -> None:
+    """torch.set_num_threads(threads) of the last :func:`apply` (the env alone is capped at the core
+    count by torch, which would make the count, hence the results, machine-dependent)."""
+    if _SETTINGS.get("threads") and not _SETTINGS["late"]:
+        import torch
+
+        torch.set_num_threads(_SETTINGS["threads"])
 
 
 def record() -> dict:

@@ -43,6 +43,7 @@ def _set_numerics(params: Path) -> None:
     except (OSError, yaml.YAMLError, AttributeError, ValidationError):
         config = numerics.NumericsConfig()
     numerics.apply(config)
+    numerics.pin_threads()
 
 
 @app.command("check-params")
