@@ -147,15 +147,15 @@ def main() -> None:
         if proc.returncode:
             raise SystemExit(f"{name}: worker failed with exit {proc.returncode}")
         rows[name] = json.loads(out.splitlines()[-1]) | {"env": env}
-    loads = [k for k in rows["native"] if isinstance(rows["native"][k], dict)]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"quick": args.quick, "load_avg_1min": os.getloadavg()[0],
+                                   "cpu": _cpu(), "results": rows}, indent=2) + "\n")
+    loads = [k for k, v in rows["native"].items() if isinstance(v, dict) and "sha256" in v]
     print(f"{'knob set':<30}{'ATen':>8}" + "".join(f"{w + ' (CPU s, x, bits)':>40}" for w in loads))
     for name, r in rows.items():
         cells = "".join(f"{r[w]['cpu_s']:>24.2f} {r[w]['cpu_s'] / rows['native'][w]['cpu_s']:>5.2f}x "
                         f"{'same' if r[w]['sha256'] == rows['native'][w]['sha256'] else 'DIFF':>8}" for w in loads)
         print(f"{name:<30}{r['torch_cpu_capability']:>8}{cells}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"quick": args.quick, "load_avg_1min": os.getloadavg()[0],
-                                   "cpu": _cpu(), "results": rows}, indent=2) + "\n")
     print(f"wrote {RESULTS} (x: CPU time relative to native; same/DIFF: bit-identical to native or not)")
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
 
+from ad_pipeline import numerics
 from ad_pipeline.data.manifest import Manifest
 from ad_pipeline.errors import ArtifactError
-from ad_pipeline import numerics
 from ad_pipeline.io import atomic_dir, params_hash, read_json, write_json
 from ad_pipeline.meta import library_versions
 from ad_pipeline.methods.base import RunContext
