@@ -1,8 +1,8 @@
 """``ad-pipeline baseline-noise``: the gate's noise model, written beside the baseline metrics.json.
 
 Re-runs every stage upstream of ``summarize`` (except those writing data/, whose outputs are
-shared read-only) once per extra seed, each in a scratch copy of the workspace (symlinks to the
-code and data, its own params.yaml, artifacts/ and metrics/), then writes ``metrics_noise.json``:
+shared read-only) once per extra seed, each in a scratch copy of the workspace beside it (symlinks
+to the code and data, its own params.yaml, artifacts/ and metrics/; removed afterwards), then writes ``metrics_noise.json``:
 per flattened metric name its values over the seeds (the workspace's metrics.json counts as the
 run of ``params.seed``), spread = max - min, and the one-rank-swap quantum of the test set
 (see ad_pipeline/metrics/gate.py). Run it after ``dvc repro``, so that metrics.json is current.
@@ -89,7 +89,9 @@ def run(seeds: list[int] | None = None, out: Path = Path("metrics_noise.json"),
                         fix="set gate.seeds in params.yaml (or --seed) to e.g. [1, 2]")
     base = flatten_metrics(read_json(baseline))
     runs = {p.seed: base}
-    with tempfile.TemporaryDirectory(prefix="ad-pipeline-noise-") as tmp:
+    workspace = Path.cwd()
+    # a sibling of the workspace, so that relative paths out of it (../shared/...) resolve the same
+    with tempfile.TemporaryDirectory(prefix=f".{workspace.name}-noise-", dir=workspace.parent) as tmp:
         for seed in seeds:
             runs[seed] = seed_run(seed, Path(tmp) / f"seed{seed}")
     values = {n: [runs[s][n] for s in runs if n in runs[s]] for n in base}
