@@ -24,7 +24,8 @@ from ad_pipeline.metrics.gate import NoiseModel, flatten_metrics, image_quanta
 from ad_pipeline.metrics.loco import GOOD, SPLITS
 from stages.common import load_manifests, log, params
 
-PRIVATE = {"artifacts", "metrics", "metrics.json", "params.yaml", "report", ".dvc", ".git"}
+PRIVATE = {"params.yaml", ".dvc", ".git"}  # plus the outputs of the stages it re-runs
+DATA = "data"  # stage outputs under it (synthesize, visa_convert) are shared, not re-run
 
 
 def dataset_quanta(dataset: str) -> dict[str, float]:
@@ -63,15 +64,16 @@ def pipeline_commands(target: str = "summarize") -> list[tuple[str, str, list[st
 def seed_run(seed: int, root: Path, workspace: Path = Path(".")) -> dict[str, float]:
     """Flattened metrics.json of the pipeline re-run with ``seed`` in ``root``."""
     root.mkdir(parents=True)
-    shared = [e.name for e in workspace.resolve().iterdir() if e.name not in PRIVATE]
-    for name in shared:
-        (root / name).symlink_to(workspace.resolve() / name)
+    commands = pipeline_commands()
+    stages = [(s, cmd) for s, cmd, outs in commands if all(Path(o).parts[0] != DATA for o in outs)]
+    private = PRIVATE | {Path(o).parts[0] for _, _, outs in commands for o in outs} - {DATA}
+    for entry in workspace.resolve().iterdir():
+        if entry.name not in private:
+            (root / entry.name).symlink_to(entry)
     p = yaml.safe_load((workspace / "params.yaml").read_text()) | {"seed": seed}
     (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     env = os.environ | {"PYTHONPATH": str(root)}
-    for stage, cmd, outs in pipeline_commands():
-        if any(Path(o).parts[0] in shared for o in outs):
-            continue  # writes into a shared folder (data/): reuse the workspace's
+    for stage, cmd in stages:
         log.warning("baseline-noise seed %d: %s", seed, stage)
         done = subprocess.run(cmd, shell=True, cwd=root, env=env)
         if done.returncode:
