@@ -163,3 +163,21 @@ def test_command_exit_code(tmp_path):
     assert failed.exit_code == 1 and DROPPED in failed.output
     assert CliRunner().invoke(app, [*args, "--tolerance", "0.5"]).exit_code == 0
     assert NO_NOISE not in failed.output
+
+
+def test_seed_run_reruns_stages_in_a_scratch_copy_and_leaves_the_workspace(tmp_path, monkeypatch):
+    """baseline-noise's scratch run: params with the new seed, code and data linked, the re-run
+    stages' outputs private (the workspace's metrics.json is untouched), data stages skipped."""
+    import stages.baseline_noise as noise
+
+    ws = tmp_path / "ws"
+    (ws / "data").mkdir(parents=True)
+    (ws / "params.yaml").write_text("seed: 0\nx: 1\n")
+    (ws / "metrics.json").write_text('{"a": {"m": 0.5}}')
+    write = ("python -c \"import json, yaml; s = yaml.safe_load(open('params.yaml'))['seed']; "
+             "json.dump({'a': {'m': s / 10}}, open('metrics.json', 'w'))\"")
+    monkeypatch.setattr(noise, "pipeline_commands", lambda: [
+        ("synthesize", "touch data/written", ["data/synthetic"]), ("summarize", write, ["metrics.json"])])
+    assert noise.seed_run(3, tmp_path / "seed3", ws) == {"a.m": 0.3}
+    assert (tmp_path / "seed3" / "data").is_symlink() and not (ws / "data" / "written").exists()
+    assert (ws / "metrics.json").read_text() == '{"a": {"m": 0.5}}'
