@@ -54,8 +54,11 @@ def project(tmp_path_factory):
     params["datasets"]["synthetic_ad"]["categories"] = ["disc"]
     params["patchcore"] |= {"datasets": ["synthetic_ad"], "resize": 112, "image_size": 112,
                             "pretrain_embed_dim": 64, "target_embed_dim": 64}
-    params["efficientad_teacher"] |= {"steps": 2, "norm_images": 8}
-    params["efficientad"] |= {"datasets": ["synthetic_ad"], "steps": 2}
+    loco = params["datasets"]["synthetic_loco"]["profile"]  # the synthetic stand-ins (generic images, lite0)
+    params["datasets"]["synthetic_ad"]["profile"] |= {
+        "efficientad_teacher": loco["efficientad_teacher"] | {"steps": 2, "norm_images": 8},
+        "efficientad": loco["efficientad"] | {"steps": 2}}
+    params["efficientad"]["datasets"] = ["synthetic_ad"]  # so that report has an ONNX export to list
     params["summary_datasets"] = ["synthetic_ad", "mvtec_ad"]  # mvtec_ad: absent in a fresh clone
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "commit", "-qam", "tiny", cwd=root, env=env)
