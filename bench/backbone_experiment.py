@@ -1,7 +1,8 @@
 """Cost of the design card's experiment `dvc exp run -S backbone=dinov2_vitl14` on the synthetic
 suite: ms per image of the backbone forward at PatchCore's synthetic resolution (random init
 offline), against the default efficientnet_lite0, and the extrapolated backbone time of the
-stages that re-run (patchcore@ on every dataset it lists, which PSAD reuses through its dumps).
+stages that re-run (patchcore@ on every dataset it lists, which PSAD reuses through its dumps):
+on the loaded shared machine (wall) and on an idle one (CPU time / threads).
 
     python bench/backbone_experiment.py [--images N] [--threads T]
 
@@ -36,16 +37,18 @@ def images_per_run(default: int) -> int:
     return total or default
 
 
-def ms_per_image(name: str, size: int, batch: int, repeats: int) -> float:
+def ms_per_image(name: str, size: int, batch: int, repeats: int) -> tuple[float, float]:
+    """(wall, CPU) ms per image; CPU time / threads is what an idle machine would take."""
     bb = build_backbone(name, pretrained="false", seed=0).eval()
     layers = list(bb.spec.default_layers)
     x = torch.randn(batch, 3, size, size)
     with torch.inference_mode():
         bb(x, layers)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(repeats):
             bb(x, layers)
-    return 1000 * (time.perf_counter() - t0) / (repeats * batch)
+    n = repeats * batch
+    return 1000 * (time.perf_counter() - t0) / n, 1000 * (time.process_time() - c0) / n
 
 
 def main() -> None:
@@ -59,12 +62,15 @@ def main() -> None:
     n = images_per_run(args.images)
     rows = []
     for name in ("efficientnet_lite0", "dinov2_vitl14"):
-        ms = ms_per_image(name, args.size, 8, args.repeats)
-        rows.append({"backbone": name, "ms_per_image": round(ms, 1), "images": n,
-                     "backbone_minutes_per_run": round(ms * n / 60000, 1)})
-    print(f"{'backbone':<20} {'ms/image':>9} {'images':>7} {'min/run':>8}")
+        wall, cpu = ms_per_image(name, args.size, 8, args.repeats)
+        idle = cpu / args.threads
+        rows.append({"backbone": name, "wall_ms_per_image": round(wall, 1), "cpu_ms_per_image": round(cpu, 1),
+                     "images": n, "wall_minutes_per_run": round(wall * n / 60000, 1),
+                     "idle_minutes_per_run": round(idle * n / 60000, 1)})
+    print(f"{'backbone':<20} {'wall ms/img':>11} {'CPU ms/img':>10} {'images':>7} {'wall min':>8} {'idle min':>8}")
     for r in rows:
-        print(f"{r['backbone']:<20} {r['ms_per_image']:>9} {r['images']:>7} {r['backbone_minutes_per_run']:>8}")
+        print(f"{r['backbone']:<20} {r['wall_ms_per_image']:>11} {r['cpu_ms_per_image']:>10} {r['images']:>7} "
+              f"{r['wall_minutes_per_run']:>8} {r['idle_minutes_per_run']:>8}")
     RESULTS.write_text(json.dumps({"threads": args.threads, "size": args.size, "machine": platform.processor(),
                                    "cpus": torch.get_num_threads(), "rows": rows}, indent=2) + "\n")
 
