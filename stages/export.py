@@ -8,7 +8,10 @@ format ("pytorch" = the inference graph in PyTorch) with the image AUROC(s) of t
 the method stage's own PyTorch scores, max |Δ| of maps and scores against the PyTorch graph,
 absolute and relative to max(1, max |value|) (the pytorch row: its scores against the method
 stage's), and CPU ms per image at one thread.
-Fails (ParityError, no output) when an exported format misses the acceptance tolerances.
+Fails (ParityError, no output) when an exported format misses the acceptance tolerances. A graph
+that the ONNX exporter cannot convert (an operator with no ONNX form, e.g. the antialiased bicubic
+resize of a ViT's position embeddings) is not a failure of the stage: the model keeps its PyTorch
+row, the reason is logged and listed under ``unsupported`` (and in the report's notes).
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ def image_aurocs(manifest: Manifest, scores: np.ndarray) -> dict[str, float]:
 
 
 def export_category(p: BaseParams, method: str, dataset: str, manifest: Manifest, out: Path,
-                    formats: list[str]) -> list[dict]:
+                    formats: list[str]) -> tuple[list[dict], str | None]:
+    """The table rows of one category, and the exporter's error when its graph cannot be converted."""
     model_dir = method_dir(dataset, method) / manifest.category
     inference = load_inference(p, method, dataset, manifest.category)
     test = manifest.paths("test")
@@ -64,18 +68,23 @@ def export_category(p: BaseParams, method: str, dataset: str, manifest: Manifest
     ref_maps, ref_scores = run_images(reference, test, inference.resize, inference.crop)
     threshold_file = model_dir / "threshold.json"
     meta = read_json(model_dir / "meta.json")
-    files = export_formats(inference.module, load_inputs(test[:1], inference.resize, inference.crop), out, formats)
-    write_json(out / "model.json", {
-        "method": method, "dataset": dataset, "category": manifest.category, **inference.geometry(),
-        "decision": read_json(threshold_file) if threshold_file.exists() else {},
-        "weights": meta.get("weights"), "image_size": meta.get("image_size"),
-        "files": {name: path.name for name, path in files.items()}})
     base = {"method": method, "category": manifest.category, "pytorch_auroc": image_aurocs(manifest, stage_scores)}
     rows = [base | {"format": "pytorch", "file": None, "auroc": image_aurocs(manifest, ref_scores),
                     "max_abs_diff_map": None, "max_rel_diff_map": None,
                     "max_abs_diff_score": max_abs_diff(ref_scores, stage_scores),
                     "max_rel_diff_score": max_rel_diff(ref_scores, stage_scores),
                     "cpu_ms_per_image": round(latency_ms(reference, inference.size, LATENCY_RUNS), 2)}]
+    try:
+        files = export_formats(inference.module, load_inputs(test[:1], inference.resize, inference.crop), out, formats)
+    except torch.onnx.errors.OnnxExporterError as e:
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+        log.warning("export@%s: %s/%s cannot be exported: %s", dataset, method, manifest.category, reason)
+        return rows, reason
+    write_json(out / "model.json", {
+        "method": method, "dataset": dataset, "category": manifest.category, **inference.geometry(),
+        "decision": read_json(threshold_file) if threshold_file.exists() else {},
+        "weights": meta.get("weights"), "image_size": meta.get("image_size"),
+        "files": {name: path.name for name, path in files.items()}})
     for name, path in files.items():
         runner = load_runner(path, THREADS)
         maps, scores = run_images(runner, test, inference.resize, inference.crop)
@@ -85,7 +94,7 @@ def export_category(p: BaseParams, method: str, dataset: str, manifest: Manifest
                             "max_abs_diff_score": max_abs_diff(scores, ref_scores),
                             "max_rel_diff_score": max_rel_diff(scores, ref_scores),
                             "cpu_ms_per_image": round(latency_ms(runner, inference.size, LATENCY_RUNS), 2)})
-    return rows
+    return rows, None
 
 
 def check_rows(rows: list[dict]) -> None:
@@ -112,15 +121,19 @@ def run(dataset: str) -> None:
         return
     torch.set_num_threads(THREADS)
     with atomic_dir(export_dir(dataset)) as out:
-        rows = []
+        rows, unsupported = [], {}
         for method in methods:
             for manifest in load_manifests(dataset):
                 log.info("export@%s: %s/%s → %s", dataset, method, manifest.category, ", ".join(formats))
                 cat_out = out / method / manifest.category
                 cat_out.mkdir(parents=True)
-                rows += export_category(p, method, dataset, manifest, cat_out, formats)
+                cat_rows, reason = export_category(p, method, dataset, manifest, cat_out, formats)
+                rows += cat_rows
+                if reason is not None:
+                    unsupported[f"{method}/{manifest.category}"] = reason
         check_rows(rows)
         write_json(out / "export.json", {
             "dataset": dataset, "formats": formats, "threads": THREADS,
             "not_installed": [f for f in FORMATS if f not in formats],
-            "skipped": {m: NOT_EXPORTABLE[m] for m in enabled if m in NOT_EXPORTABLE}, "rows": rows})
+            "skipped": {m: NOT_EXPORTABLE[m] for m in enabled if m in NOT_EXPORTABLE},
+            "unsupported": unsupported, "rows": rows})

@@ -165,3 +165,23 @@ def test_export_stage_refuses_rows_outside_the_tolerances():
                 {"auroc": auroc | {"image_auroc_mean": 75.2}}):
         with pytest.raises(ParityError, match="csad/tray/openvino"):
             check_rows([ok, ok | {"format": "openvino"} | bad])
+
+
+class _AntialiasedResize(nn.Module):
+    """A ViT's position-embedding resampling: bicubic with antialias has no ONNX form (opset 17)."""
+
+    def forward(self, x):
+        small = nn.functional.interpolate(x, scale_factor=0.5, mode="bicubic", antialias=True)
+        return small, small.flatten(1).amax(1)
+
+
+def test_an_unconvertible_graph_is_the_error_the_export_stage_records(tmp_path):
+    """export@ keeps such a model's PyTorch row and lists the exporter's reason (stages/export.py):
+    this is the exception class it catches."""
+    from ad_pipeline.report.render import export_notes
+
+    with pytest.raises(torch.onnx.errors.OnnxExporterError, match="bicubic"):
+        export_formats(_AntialiasedResize(), torch.rand(1, 3, 32, 32), tmp_path, ["onnx"])
+    table = {"rows": [], "unsupported": {"patchcore/disc": "UnsupportedOperatorError: aten::_upsample_bicubic2d_aa"}}
+    assert export_notes({"synthetic_ad": table}) == [
+        "synthetic_ad: patchcore/disc has no exportable graph (UnsupportedOperatorError: aten::_upsample_bicubic2d_aa)"]

@@ -88,8 +88,11 @@ def export_rows(exports: Mapping[str, Mapping]) -> list[list[str]]:
 
 
 def export_notes(exports: Mapping[str, Mapping]) -> list[str]:
-    """Methods enabled but not exported, and formats not installed, per dataset."""
+    """Methods enabled but not exported, graphs the exporter could not convert, and formats not
+    installed, per dataset."""
     notes = [f"{ds}: {m} not exported ({why})" for ds, t in exports.items() for m, why in t.get("skipped", {}).items()]
+    notes += [f"{ds}: {m} has no exportable graph ({why})" for ds, t in exports.items()
+              for m, why in t.get("unsupported", {}).items()]
     return notes + [f"{ds}: format(s) {', '.join(t['not_installed'])} not installed"
                     for ds, t in exports.items() if t.get("not_installed")]
 
