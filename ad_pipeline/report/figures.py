@@ -61,12 +61,7 @@ def overlay_figure(rows: Sequence[dict], title: str, path: Path) -> None:
                          vmin=0, vmax=1)
         ax_row[2].imshow(r["image"])
         ax_row[2].imshow(r["map"], cmap="jet", alpha=0.5, vmin=vmin, vmax=vmax)
-        ax_row[0].annotate(r["caption"], xy=(0, -0.03), xycoords="axes fraction", va="top", fontsize=7)
-        for ax in ax_row:
-            ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    fig.subplots_adjust(hspace=0.3)
-    _save(fig, path)
+    _caption_and_save(fig, axes, rows, title, path)
 
 
 def pick_cases(labels: np.ndarray, scores: np.ndarray) -> list[tuple[int, str]]:
@@ -99,6 +94,13 @@ def reconstruction_figure(rows: Sequence[dict], title: str, path: Path) -> None:
         for ax, key in zip(ax_row, ("image", "decoded", "reconstructed", "image")):
             ax.imshow(r[key])
         ax_row[3].imshow(r["map"], cmap="jet", alpha=0.5, vmin=vmin, vmax=vmax)
+    _caption_and_save(fig, axes, rows, title, path)
+
+
+def _caption_and_save(fig, axes, rows: Sequence[dict], title: str, path: Path) -> None:
+    """Shared ending of the one-row-per-case figures: each row's caption under its first panel,
+    no axes, the title, then the PNG."""
+    for ax_row, r in zip(axes, rows):
         ax_row[0].annotate(r["caption"], xy=(0, -0.03), xycoords="axes fraction", va="top", fontsize=7)
         for ax in ax_row:
             ax.axis("off")
