@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ad_pipeline.components.student_teacher.data import PenaltyImages
+from ad_pipeline.components.student_teacher.model import EfficientADModel
+from ad_pipeline.components.student_teacher.train import train_student_autoencoder
 from ad_pipeline.export.formats import export_onnx, onnx_session
-from ad_pipeline.methods.efficientad.data import PenaltyImages
-from ad_pipeline.methods.efficientad.model import EfficientADModel
-from ad_pipeline.methods.efficientad.train import train_student_autoencoder
 
 RESULTS = Path(__file__).parent / "results" / "efficientad.json"
 IMAGE = 256

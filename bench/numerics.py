@@ -72,9 +72,9 @@ def worker(quick: bool) -> dict:
     import torch
     from PIL import Image
 
+    from ad_pipeline.components.student_teacher.model import EfficientADModel
+    from ad_pipeline.components.student_teacher.train import train_student_autoencoder
     from ad_pipeline.methods.base import RunContext
-    from ad_pipeline.methods.efficientad.model import EfficientADModel
-    from ad_pipeline.methods.efficientad.train import train_student_autoencoder
     from ad_pipeline.methods.patchcore import PatchCore, PatchCoreConfig
     from ad_pipeline.methods.uniad import Config
     from ad_pipeline.methods.uniad.features import build_feature_extractor, extract_aligned_features

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ad_pipeline.methods.efficientad.model import EfficientADModel
+from ad_pipeline.components.student_teacher.model import EfficientADModel
 from tests.helpers import write_random_images
 
 SEED = 0

@@ -9,14 +9,14 @@ from PIL import Image
 
 from ad_pipeline.data.images import IMAGENET_MEAN, IMAGENET_STD
 from ad_pipeline.errors import UserError
-from ad_pipeline.methods.efficientad.autoencoder import Autoencoder
-from ad_pipeline.methods.efficientad.data import autoencoder_augment, load_unit, normalize, random_grayscale
-from ad_pipeline.methods.efficientad.maps import (MapQuantiles, combine_maps, map_quantiles, normalise_map,
+from ad_pipeline.components.student_teacher.autoencoder import Autoencoder
+from ad_pipeline.components.student_teacher.data import autoencoder_augment, load_unit, normalize, random_grayscale
+from ad_pipeline.components.student_teacher.maps import (MapQuantiles, combine_maps, map_quantiles, normalise_map,
                                                   raw_maps, to_working_resolution)
-from ad_pipeline.methods.efficientad.model import EfficientADModel
-from ad_pipeline.methods.efficientad.pdn import PDN
-from ad_pipeline.methods.efficientad.teacher import PatchDescriptorTarget, channel_mean_std
-from ad_pipeline.methods.efficientad.train import hard_feature_loss
+from ad_pipeline.components.student_teacher.model import EfficientADModel
+from ad_pipeline.components.student_teacher.pdn import PDN
+from ad_pipeline.methods.efficientad.distill import PatchDescriptorTarget, channel_mean_std
+from ad_pipeline.components.student_teacher.train import hard_feature_loss
 
 
 META = torch.device("meta")  # shape inference without computing full-size convolutions

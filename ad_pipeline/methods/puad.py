@@ -22,12 +22,12 @@ from pydantic import Field
 from sklearn.covariance import LedoitWolf
 from tqdm import tqdm
 
+from ad_pipeline.components.student_teacher.data import load_unit, normalize
+from ad_pipeline.components.student_teacher.model import EfficientADModel
 from ad_pipeline.errors import ArtifactError, UserError
 from ad_pipeline.io import atomic_path, read_json, write_json
 from ad_pipeline.methods.base import AnomalyMethod, MethodConfig, RunContext, Scores
-from ad_pipeline.methods.efficientad.data import load_unit, normalize
 from ad_pipeline.methods.efficientad.method import CHECKPOINT, load_model
-from ad_pipeline.methods.efficientad.model import EfficientADModel
 
 log = logging.getLogger(__name__)
 

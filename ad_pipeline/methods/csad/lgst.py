@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ad_pipeline.methods.efficientad.autoencoder import Autoencoder
-from ad_pipeline.methods.efficientad.data import normalize
-from ad_pipeline.methods.efficientad.maps import MapQuantiles, map_quantiles, normalise_map, raw_maps
-from ad_pipeline.methods.efficientad.pdn import PDN, pdn_output_size
+from ad_pipeline.components.student_teacher.autoencoder import Autoencoder
+from ad_pipeline.components.student_teacher.data import normalize
+from ad_pipeline.components.student_teacher.maps import MapQuantiles, map_quantiles, normalise_map, raw_maps
+from ad_pipeline.components.student_teacher.pdn import PDN, pdn_output_size
 
 
 class LGSTTeacher(nn.Module):

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from ad_pipeline.backbones import build_backbone
+from ad_pipeline.components.student_teacher.data import PenaltyImages, list_images, load_uint8
+from ad_pipeline.components.student_teacher.train import teacher_statistics, train_student_autoencoder
 from ad_pipeline.data.images import load_batch
 from ad_pipeline.errors import ArtifactError
 from ad_pipeline.fusion import Normalizer, fit_normalizer
@@ -24,8 +26,6 @@ from ad_pipeline.io import read_json, write_json
 from ad_pipeline.methods.base import AnomalyMethod, MethodConfig, RunContext, Scores
 from ad_pipeline.methods.csad.lgst import LGST, LGSTTeacher, fit_map_quantiles, lgst_scores
 from ad_pipeline.methods.csad.patch_hist import PatchHistogramModel
-from ad_pipeline.methods.efficientad.data import PenaltyImages, list_images, load_uint8
-from ad_pipeline.methods.efficientad.train import teacher_statistics, train_student_autoencoder
 from ad_pipeline.seed import seed_everything
 from ad_pipeline.segmentation.augment import AugmentConfig, SupervisedAugment
 from ad_pipeline.segmentation.models import FrozenEncoderSegmentor, probe_channels

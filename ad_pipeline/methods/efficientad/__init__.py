@@ -6,10 +6,10 @@ and combination), ``model`` (the inference module), ``data`` (images and augment
 ``method`` (the AnomalyMethod).
 """
 
-from ad_pipeline.methods.efficientad.method import EfficientAD, EfficientADConfig, load_model
-from ad_pipeline.methods.efficientad.model import EfficientADModel
-from ad_pipeline.methods.efficientad.teacher import (TeacherConfig, TeacherState, distill_teacher, load_teacher,
+from ad_pipeline.components.student_teacher.model import EfficientADModel
+from ad_pipeline.methods.efficientad.distill import (TeacherConfig, TeacherState, distill_teacher, load_teacher,
                                                      obtain_teacher, save_teacher)
+from ad_pipeline.methods.efficientad.method import EfficientAD, EfficientADConfig, load_model
 
 __all__ = ["EfficientAD", "EfficientADConfig", "EfficientADModel", "TeacherConfig", "TeacherState",
            "distill_teacher", "load_model", "load_teacher", "obtain_teacher", "save_teacher"]

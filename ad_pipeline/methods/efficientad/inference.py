@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ad_pipeline.components.student_teacher.model import EfficientADModel
 from ad_pipeline.export.inference import Inference, Normalize
 from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.efficientad.method import EfficientAD, EfficientADConfig
-from ad_pipeline.methods.efficientad.model import EfficientADModel
 
 
 class EfficientADInference(nn.Module):

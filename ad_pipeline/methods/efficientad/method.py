@@ -20,16 +20,16 @@ import torch
 from pydantic import Field
 from tqdm import tqdm
 
+from ad_pipeline.components.student_teacher.autoencoder import check_image_size
+from ad_pipeline.components.student_teacher.data import PenaltyImages, load_uint8, load_unit, normalize, resolve_pretrain_images
+from ad_pipeline.components.student_teacher.maps import MAP_BORDERS, MapQuantiles, map_quantiles, to_working_resolution
+from ad_pipeline.components.student_teacher.model import EfficientADModel
+from ad_pipeline.components.student_teacher.pdn import ModelSize
+from ad_pipeline.components.student_teacher.train import TORCH_QUANTILE_LIMIT, teacher_statistics, train_student_autoencoder
 from ad_pipeline.errors import ArtifactError, UserError
 from ad_pipeline.io import atomic_path, read_json, write_json
 from ad_pipeline.methods.base import AnomalyMethod, MethodConfig, RunContext, Scores
-from ad_pipeline.methods.efficientad.autoencoder import check_image_size
-from ad_pipeline.methods.efficientad.data import PenaltyImages, load_uint8, load_unit, normalize, resolve_pretrain_images
-from ad_pipeline.methods.efficientad.maps import MAP_BORDERS, MapQuantiles, map_quantiles, to_working_resolution
-from ad_pipeline.methods.efficientad.model import EfficientADModel
-from ad_pipeline.methods.efficientad.pdn import ModelSize
-from ad_pipeline.methods.efficientad.teacher import load_teacher
-from ad_pipeline.methods.efficientad.train import TORCH_QUANTILE_LIMIT, teacher_statistics, train_student_autoencoder
+from ad_pipeline.methods.efficientad.distill import load_teacher
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ad_pipeline.components.student_teacher.pdn import TEACHER_CHANNELS, pdn_output_size
 from ad_pipeline.errors import UserError
-from ad_pipeline.methods.efficientad.pdn import TEACHER_CHANNELS, pdn_output_size
 
 BOTTLENECK = 64
 

@@ -6,14 +6,13 @@ L = L_hard(T̂(I), S_local(I)) + mean(S_local(P)²) + mean((T̂(I') − A(I'))²
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 from tqdm import tqdm
 
-from ad_pipeline.methods.efficientad.data import PenaltyImages, autoencoder_augment, normalize, shuffled_batches
-from ad_pipeline.methods.efficientad.model import EfficientADModel
-from ad_pipeline.methods.efficientad.teacher import channel_mean_std
+from ad_pipeline.components.student_teacher.data import PenaltyImages, autoencoder_augment, normalize, shuffled_batches
+from ad_pipeline.components.student_teacher.model import EfficientADModel
 
 HARD_QUANTILE = 0.999
 TORCH_QUANTILE_LIMIT = 2**24  # torch.quantile refuses larger inputs
@@ -33,6 +32,26 @@ def hard_feature_loss(d: torch.Tensor, q: float = HARD_QUANTILE, cap: int = TORC
         sample = flat[torch.randperm(flat.numel(), generator=gen)[:cap].to(flat.device)]
     threshold = torch.quantile(sample.detach(), q)
     return flat[flat >= threshold].mean()
+
+
+def channel_mean_std(maps: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (mean, std), each [1,C,1,1], over batches of equally sized maps [B,C,h,w].
+
+    mean = average over images of the spatial mean; std² = average over images of the
+    spatial mean of (f − mean)², computed in one pass as E[f²] − mean² in float64.
+    """
+    total = sq = None
+    n = 0
+    for m in maps:
+        m = m.double()
+        s, s2 = m.mean(dim=(2, 3)).sum(0), m.pow(2).mean(dim=(2, 3)).sum(0)
+        total, sq = (s, s2) if total is None else (total + s, sq + s2)
+        n += m.shape[0]
+    if n == 0:
+        raise ValueError("channel_mean_std needs at least one map")
+    mean = total / n
+    var = (sq / n - mean.pow(2)).clamp_min(0)
+    return mean.float().view(1, -1, 1, 1), var.sqrt().float().view(1, -1, 1, 1)
 
 
 @torch.no_grad()

@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ad_pipeline.methods.efficientad.autoencoder import Autoencoder
-from ad_pipeline.methods.efficientad.maps import (MAP_BORDER, MapQuantiles, combine_maps, normalise_map,
-                                                  raw_maps, to_working_resolution)
-from ad_pipeline.methods.efficientad.pdn import TEACHER_CHANNELS, PDN, ModelSize
+from ad_pipeline.components.student_teacher.autoencoder import Autoencoder
+from ad_pipeline.components.student_teacher.maps import (MAP_BORDER, MapQuantiles, combine_maps, normalise_map,
+                                                          raw_maps, to_working_resolution)
+from ad_pipeline.components.student_teacher.pdn import TEACHER_CHANNELS, PDN, ModelSize
 
 
 class EfficientADModel(nn.Module):

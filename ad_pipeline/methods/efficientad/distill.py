@@ -12,7 +12,7 @@ by :func:`save_teacher`) records how it was obtained.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,13 +23,14 @@ from pydantic import Field
 from torch import nn
 from tqdm import tqdm
 
+from ad_pipeline.components.student_teacher.data import (grayscale_where, load_unit, normalize, resolve_pretrain_images,
+                                                          shuffled_batches)
+from ad_pipeline.components.student_teacher.pdn import TEACHER_CHANNELS, PDN, ModelSize
+from ad_pipeline.components.student_teacher.train import channel_mean_std
 from ad_pipeline.data.images import IMAGENET_MEAN, IMAGENET_STD
 from ad_pipeline.errors import UserError
 from ad_pipeline.io import atomic_path, read_json, write_json
 from ad_pipeline.methods.base import MethodConfig, RunContext
-from ad_pipeline.methods.efficientad.data import (grayscale_where, load_unit, normalize, resolve_pretrain_images,
-                                                  shuffled_batches)
-from ad_pipeline.methods.efficientad.pdn import TEACHER_CHANNELS, PDN, ModelSize
 
 log = logging.getLogger(__name__)
 
@@ -139,26 +140,6 @@ class TargetCache:
                     self.store[k] = t
                     self.used += t.nbytes
         return torch.stack([self.store[k] if k in self.store else fresh[k] for k in keys])
-
-
-def channel_mean_std(maps: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel (mean, std), each [1,C,1,1], over batches of equally sized maps [B,C,h,w].
-
-    mean = average over images of the spatial mean; std² = average over images of the
-    spatial mean of (f − mean)², computed in one pass as E[f²] − mean² in float64.
-    """
-    total = sq = None
-    n = 0
-    for m in maps:
-        m = m.double()
-        s, s2 = m.mean(dim=(2, 3)).sum(0), m.pow(2).mean(dim=(2, 3)).sum(0)
-        total, sq = (s, s2) if total is None else (total + s, sq + s2)
-        n += m.shape[0]
-    if n == 0:
-        raise ValueError("channel_mean_std needs at least one map")
-    mean = total / n
-    var = (sq / n - mean.pow(2)).clamp_min(0)
-    return mean.float().view(1, -1, 1, 1), var.sqrt().float().view(1, -1, 1, 1)
 
 
 def build_target(cfg: TeacherConfig, ctx: RunContext) -> tuple[PatchDescriptorTarget, Sequence[float], Sequence[float], str]:
