@@ -68,9 +68,10 @@ def bench_training(size: str, steps: int, workdir: Path) -> float:
     images = torch.from_numpy(rng.integers(0, 255, (4, 3, IMAGE, IMAGE), dtype=np.uint8))
     gen = torch.Generator().manual_seed(0)
     penalty = PenaltyImages(penalty_paths, IMAGE)
-    train_student_autoencoder(model, images, penalty, steps=1, gen=gen, progress=False)  # warm-up
+    label = f"EfficientAD-{size[0].upper()}"
+    train_student_autoencoder(model, images, penalty, label=label, steps=1, gen=gen, progress=False)  # warm-up
     t0 = time.perf_counter()
-    train_student_autoencoder(model, images, penalty, steps=steps, gen=gen, progress=False)
+    train_student_autoencoder(model, images, penalty, label=label, steps=steps, gen=gen, progress=False)
     return steps / (time.perf_counter() - t0)
 
 

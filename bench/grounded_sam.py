@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ad_pipeline.backbones.weights import seeded
 from ad_pipeline.data.synthetic.loco import CATEGORIES, render_image
+from ad_pipeline.seed import seeded
 from ad_pipeline.segmentation.grounded_sam import caption_of
 from ad_pipeline.segmentation.grounding_dino import build_grounding_dino, detect
 

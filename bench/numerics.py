@@ -103,8 +103,8 @@ def worker(quick: bool) -> dict:
             seed_everything(0)
             model = EfficientADModel("small", 128)
             images = torch.from_numpy(rng.integers(0, 255, (4, 3, 128, 128), dtype=np.uint8))
-            train_student_autoencoder(model, images, None, steps=steps, gen=torch.Generator().manual_seed(0),
-                                      progress=False)
+            train_student_autoencoder(model, images, None, label="EfficientAD-S", steps=steps,
+                                      gen=torch.Generator().manual_seed(0), progress=False)
             return _digest(*(p.detach().numpy() for p in model.parameters()))
 
         cfg = Config(image_size=128, hidden=64, heads=4, ffn=128, enc_layers=2, dec_layers=2, batch_size=4,

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 from matplotlib import colormaps  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ad_pipeline.data.images import image_size, load_rgb  # noqa: E402
+from ad_pipeline.data.images import IMAGE_SUFFIXES, image_size, load_rgb  # noqa: E402
 from ad_pipeline.errors import UserError  # noqa: E402
 from ad_pipeline.fusion import resize_maps  # noqa: E402
 from ad_pipeline.io import atomic_dir, read_json  # noqa: E402
@@ -27,7 +27,6 @@ from ad_pipeline.methods.base import RunContext  # noqa: E402
 from ad_pipeline.methods.registry import get_method  # noqa: E402
 
 log = logging.getLogger("ad_pipeline")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
 def collect_images(inputs: list[Path]) -> list[Path]:
@@ -41,7 +40,7 @@ def collect_images(inputs: list[Path]) -> list[Path]:
             raise UserError("no such file or folder", path=item)
     if not paths:
         raise UserError("no images found", path=", ".join(map(str, inputs)),
-                        fix=f"pass image files or folders with {', '.join(sorted(IMAGE_SUFFIXES))} files")
+                        fix=f"pass image files or folders with {', '.join(IMAGE_SUFFIXES)} files")
     return paths
 
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 from ad_pipeline.backbones.registry import get_spec
 from ad_pipeline.backbones.weights import find_weights, official_file_name, weights_dir_candidates
+from ad_pipeline.data.images import IMAGE_SUFFIXES
 from ad_pipeline.data.layouts import absent_dataset, cifar10
 from ad_pipeline.data.layouts import common as layout_common
 from ad_pipeline.errors import UserError
-from ad_pipeline.components.student_teacher.data import IMAGE_SUFFIXES
-from ad_pipeline.methods.efficientad.distill import teacher_file_name
+from ad_pipeline.methods.efficientad.teacher_files import teacher_file_name
 from ad_pipeline.segmentation.grounded_sam import weight_files
 from stages.options import OPTIONS
 from stages.params import BaseParams, unwritten_profiles

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ad_pipeline.components.student_teacher.pdn import PDN
 from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.efficientad import EfficientAD, EfficientADConfig, TeacherState, save_teacher
-from ad_pipeline.components.student_teacher.pdn import PDN
 
 TINY = {"image_size": 64, "channels": 16, "width_divisor": 8}
 

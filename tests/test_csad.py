@@ -1,4 +1,4 @@
-"""CSAD: patch histograms, Mahalanobis, trimmed z-score, LGST shapes, end-to-end fit/score/save/load."""
+"""CSAD: patch histograms, trimmed z-score, LGST shapes, end-to-end fit/score/save/load."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ad_pipeline.fusion import trimmed_zscore
 from ad_pipeline.methods.csad.method import trimmed
 from ad_pipeline.methods.csad.lgst import LGST, LGSTTeacher, fit_map_quantiles, lgst_scores
 from ad_pipeline.methods.csad.method import CSAD, CSADConfig, fit_segmentor, save_segmentor
-from ad_pipeline.methods.csad.patch_hist import Mahalanobis, PatchHistogramModel, class_histograms
+from ad_pipeline.methods.csad.patch_hist import PatchHistogramModel, class_histograms
 from ad_pipeline.segmentation.pseudo_labels import PseudoLabels
 from ad_pipeline.segmentation.train import SegTrainConfig
 from test_segmentation_fakes import TinyEncoder
@@ -28,18 +28,6 @@ def test_class_histograms_exact_and_quadrant_order():
     assert h_g.tolist() == [[0.0, 4 / 16, 1 / 16]]  # background bin zeroed
     # TL has all of class 1, TR nothing, BL nothing, BR a quarter of class 2
     assert h_p.tolist() == [[0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.25]]
-
-
-def test_mahalanobis_matches_hand_computation_and_uses_pinv():
-    x = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 2.0]])  # cov = diag(4/3, 4/3)
-    m = Mahalanobis.fit(x)
-    np.testing.assert_allclose(m(np.array([[1.0 + 2.0, 1.0]])), [2.0 / np.sqrt(4 / 3)])
-    # rank-deficient (rows sum to 1): pinv gives a finite distance, never NaN
-    h = np.array([[0.2, 0.8], [0.3, 0.7], [0.25, 0.75]])
-    d = Mahalanobis.fit(h)(np.array([[0.5, 0.5], [0.25, 0.75]]))
-    assert np.isfinite(d).all() and d[0] > d[1]
-    single = Mahalanobis.fit(np.array([[1.0, 1.0]]))
-    np.testing.assert_allclose(single(np.array([[4.0, 5.0]])), [5.0])  # Euclidean fallback
 
 
 def part_map(dy=0, dx=0, with_b=True):

@@ -7,16 +7,16 @@ import pytest
 import torch
 from PIL import Image
 
-from ad_pipeline.data.images import IMAGENET_MEAN, IMAGENET_STD
-from ad_pipeline.errors import UserError
 from ad_pipeline.components.student_teacher.autoencoder import Autoencoder
 from ad_pipeline.components.student_teacher.data import autoencoder_augment, load_unit, normalize, random_grayscale
 from ad_pipeline.components.student_teacher.maps import (MapQuantiles, combine_maps, map_quantiles, normalise_map,
-                                                  raw_maps, to_working_resolution)
+                                                          raw_maps, to_working_resolution)
 from ad_pipeline.components.student_teacher.model import EfficientADModel
 from ad_pipeline.components.student_teacher.pdn import PDN
-from ad_pipeline.methods.efficientad.distill import PatchDescriptorTarget, channel_mean_std
-from ad_pipeline.components.student_teacher.train import hard_feature_loss
+from ad_pipeline.components.student_teacher.train import channel_mean_std, hard_feature_loss
+from ad_pipeline.data.images import IMAGENET_MEAN, IMAGENET_STD
+from ad_pipeline.errors import UserError
+from ad_pipeline.methods.efficientad.distill import PatchDescriptorTarget
 
 
 META = torch.device("meta")  # shape inference without computing full-size convolutions

@@ -7,11 +7,11 @@ import pytest
 import torch
 from efficientad_tiny import TINY, fit_tiny, make_images, tiny_dataset, tiny_teacher_dir
 
+from ad_pipeline.components.student_teacher.pdn import PDN
 from ad_pipeline.errors import ArtifactError, UserError
 from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.efficientad import (EfficientAD, EfficientADConfig, TeacherConfig, distill_teacher,
                                              load_teacher, obtain_teacher, save_teacher)
-from ad_pipeline.components.student_teacher.pdn import PDN
 from ad_pipeline.methods.efficientad.distill import PatchDescriptorTarget
 
 TEACHER_TINY = {"image_size": 32, "target_image_size": 64, "batch_size": 4, "channels": 8, "width_divisor": 16,

@@ -192,20 +192,22 @@ def test_btad_ok_ko_with_mixed_bmp_png_masks(tmp_path):
     assert [s.mask_paths for s in test] == [(), ("ground_truth/ko/0000.png",), ("ground_truth/ko/0001.bmp",)]
 
 
-def test_folder_format_jpg_images_and_both_mask_namings(tmp_path):
+def test_folder_format_jpg_tif_webp_images_and_both_mask_namings(tmp_path):
     cat = tmp_path / "my_part"
     for i in range(4):
         write_image(cat / "train/good" / f"img{i}.jpg")
     write_image(cat / "test/good/ok1.JPEG", fmt="JPEG")
     write_image(cat / "test/dent/a.jpg")
     write_image(cat / "test/dent/b.tif")
+    write_image(cat / "test/dent/c.webp")
     write_mask(cat / "ground_truth/dent/a.png")
     write_mask(cat / "ground_truth/dent/b_mask.PNG")
+    write_mask(cat / "ground_truth/dent/c.png")
     m = build(tmp_path, "my_part", "folder", val_fraction=0.25)
-    assert [len(m.split(s)) for s in ("train", "validation", "test")] == [3, 1, 3]
+    assert [len(m.split(s)) for s in ("train", "validation", "test")] == [3, 1, 4]
     assert [(s.path, s.mask_paths) for s in m.split("test")] == [
         ("test/good/ok1.JPEG", ()), ("test/dent/a.jpg", ("ground_truth/dent/a.png",)),
-        ("test/dent/b.tif", ("ground_truth/dent/b_mask.PNG",))]
+        ("test/dent/b.tif", ("ground_truth/dent/b_mask.PNG",)), ("test/dent/c.webp", ("ground_truth/dent/c.png",))]
 
 
 def test_mvtec_ad_rejects_jpg(tmp_path):

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from ad_pipeline.methods.base import RunContext
 from ad_pipeline.components.student_teacher.data import load_uint8, load_unit, normalize
 from ad_pipeline.components.student_teacher.maps import MAP_BORDERS, to_working_resolution
-from ad_pipeline.methods.efficientad.method import EfficientAD, EfficientADConfig
 from ad_pipeline.components.student_teacher.train import teacher_statistics
+from ad_pipeline.methods.base import RunContext
+from ad_pipeline.methods.efficientad.method import EfficientAD, EfficientADConfig
 from ad_pipeline.methods.puad import PUAD, PUADConfig
 from tests.parity_efficientad_common import CHANNELS, IMAGE_SIZE, SEED, model, write_dataset
 

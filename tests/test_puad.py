@@ -1,4 +1,4 @@
-"""PUAD: Ledoit–Wolf Gaussian, Mahalanobis distance, z-normalised score sum on a tiny EfficientAD."""
+"""PUAD: its Gaussian fit, z-normalised score sum on a tiny EfficientAD, save/load checks."""
 
 from __future__ import annotations
 
@@ -9,24 +9,15 @@ from sklearn.covariance import LedoitWolf
 
 from ad_pipeline.errors import ArtifactError, UserError
 from ad_pipeline.methods.base import RunContext
-from ad_pipeline.methods.puad import PUAD, PUADConfig, fit_gaussian, mahalanobis, mean_std
+from ad_pipeline.methods.puad import PUAD, PUADConfig, fit_gaussian, mean_std
 
 
 
-def test_mahalanobis_matches_direct_numpy():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(40, 5))
-    mean, precision, shrinkage = fit_gaussian(x)
-    assert np.allclose(mean, x.mean(0)) and 0 <= shrinkage <= 1
-    assert np.allclose(precision, np.linalg.pinv(LedoitWolf().fit(x).covariance_))
-    queries = rng.normal(size=(7, 5))
-    direct = [np.sqrt((q - mean) @ precision @ (q - mean)) for q in queries]
-    assert np.allclose(mahalanobis(queries, mean, precision), direct)
-
-
-def test_mahalanobis_hand_computed_and_clipped():
-    assert mahalanobis(np.array([[3.0, 4.0]]), np.zeros(2), np.eye(2)).tolist() == [5.0]
-    assert mahalanobis(np.array([[1.0, 0.0]]), np.zeros(2), -np.eye(2)).tolist() == [0.0]
+def test_gaussian_is_ledoit_wolf():
+    x = np.random.default_rng(0).normal(size=(40, 5))
+    g = fit_gaussian(x)
+    assert g.shrinkage == LedoitWolf().fit(x).shrinkage_
+    assert np.allclose(g.precision, np.linalg.pinv(LedoitWolf().fit(x).covariance_))
 
 
 def test_mean_std_is_population_std_with_guard():
@@ -57,7 +48,7 @@ def test_puad_score_is_weighted_sum_of_z_scores(setup, extractor):
     assert np.allclose(out.scores, want, atol=1e-5)
     val = puad.score(data["validation"])  # validation z-scores of each term have mean 0
     assert abs(np.mean(val.extras["mahalanobis"]) - c["mu_M"]) < 1e-4 * max(1.0, c["mu_M"])
-    assert puad.stats["precision"].shape == (16, 16)
+    assert puad.gaussian.precision.shape == (16, 16)
 
 
 def test_puad_save_load_round_trip_and_stale_checks(setup, tmp_path):

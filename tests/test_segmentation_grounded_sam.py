@@ -205,7 +205,7 @@ def random_proposer(offline, tmp_path_factory):
 
 
 def test_random_init_is_offline_and_seeded(random_proposer, tmp_path):
-    from ad_pipeline.backbones.weights import seeded
+    from ad_pipeline.seed import seeded
     from ad_pipeline.segmentation.grounding_dino import build_grounding_dino, detect
 
     assert random_proposer.weights == "random-init"
@@ -258,7 +258,7 @@ def test_random_init_pseudo_labels_end_to_end(offline, tmp_path):
 def test_real_weights_path_loads_local_files(offline, tmp_path):
     """The pretrained path end to end on stand-in files of the documented layout: a (small) BERT
     folder with its tokenizer, a GroundingDINO checkpoint {"model": state} and a SAM-HQ state dict."""
-    from ad_pipeline.backbones.weights import seeded
+    from ad_pipeline.seed import seeded
     from ad_pipeline.segmentation.grounding_dino import GroundingDinoBert, build_grounding_dino, local_tokenizer
     from segment_anything_hq import sam_model_registry
     from transformers import BertConfig

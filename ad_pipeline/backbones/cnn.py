@@ -8,8 +8,9 @@ import timm
 import torch
 
 from ad_pipeline.backbones.base import Backbone, BackboneSpec
-from ad_pipeline.backbones.weights import LUKEMELAS, WeightsSource, load_in_order, read_state_dict, seeded
+from ad_pipeline.backbones.weights import LUKEMELAS, WeightsSource, load_in_order, read_state_dict
 from ad_pipeline.errors import UserError
+from ad_pipeline.seed import seeded
 
 
 class _AllLayersCaptured(Exception):

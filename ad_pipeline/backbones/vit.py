@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
 
 from ad_pipeline.backbones.base import EMBEDDING, Backbone, BackboneSpec, Layer
-from ad_pipeline.backbones.weights import WeightsSource, is_torchscript_archive, read_state_dict, seeded
+from ad_pipeline.backbones.weights import WeightsSource, is_torchscript_archive, read_state_dict
 from ad_pipeline.errors import UserError
+from ad_pipeline.seed import seeded
 
 
 class _VitBackbone(Backbone):

@@ -32,12 +32,11 @@ Resolution order for ``build_backbone(name, pretrained=..., weights_dir=...)``:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import warnings
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,11 +226,3 @@ def is_torchscript_archive(path: Path) -> bool:
         return False
     with zipfile.ZipFile(path) as z:
         return any(n.endswith("constants.pkl") for n in z.namelist())
-
-
-@contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Run a block with the CPU torch RNG seeded, restoring the global RNG state afterwards."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield

@@ -73,9 +73,3 @@ class Normalize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
-
-
-def mahalanobis(x: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
-    """Distances [N] of rows of ``x`` [N,D] to ``mean`` [D] under ``precision`` [D,D] (negatives clipped)."""
-    d = x - mean
-    return ((d @ precision) * d).sum(1).clamp_min(0).sqrt()

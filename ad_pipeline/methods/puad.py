@@ -1,16 +1,16 @@
 """PUAD (Sugawara & Imamura, ICIP 2024): EfficientAD's picturable score + an unpicturable
 Mahalanobis score on spatially pooled features, each z-normalised on the validation set.
 
-Needs a trained EfficientAD in ``ctx.upstream_dirs["efficientad"]`` (never retrains it).
-Features f(x) ∈ R^384: global average of the student's first 384 channels (``student``) or of
-the normalised teacher output (``teacher``). Train split → mean m and Ledoit–Wolf covariance
-Σ (N ≈ D, so the plain sample covariance is ill-conditioned), precision P = pinv(Σ).
-Score = (s_E − μ_E)/σ_E + w · (d_M − μ_M)/σ_M with d_M = sqrt(max(0, (f − m)ᵀ P (f − m))).
+Needs a trained EfficientAD's saved model in ``ctx.upstream_dirs["efficientad"]`` (read with
+``components.student_teacher.checkpoint``; never retrained). Features f(x) ∈ R^384: global
+average of the student's first 384 channels (``student``) or of the normalised teacher output
+(``teacher``). Train split → Ledoit–Wolf Gaussian (``components.mahalanobis``; N ≈ D, so the
+plain sample covariance is ill-conditioned). Score = (s_E − μ_E)/σ_E + w · (d_M − μ_M)/σ_M with
+d_M the Mahalanobis distance of f.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,15 +19,15 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import Field
-from sklearn.covariance import LedoitWolf
 from tqdm import tqdm
 
+from ad_pipeline.components.mahalanobis import Mahalanobis
+from ad_pipeline.components.student_teacher.checkpoint import checkpoint_digest, load_model
 from ad_pipeline.components.student_teacher.data import load_unit, normalize
 from ad_pipeline.components.student_teacher.model import EfficientADModel
 from ad_pipeline.errors import ArtifactError, UserError
 from ad_pipeline.io import atomic_path, read_json, write_json
 from ad_pipeline.methods.base import AnomalyMethod, MethodConfig, RunContext, Scores
-from ad_pipeline.methods.efficientad.method import CHECKPOINT, load_model
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +43,12 @@ class PUADConfig(MethodConfig):
     device: str | None = None  # null → the run context's device
 
 
-def mahalanobis(features: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
-    """Distances [N] of features [N,D] to ``mean`` [D] under ``precision`` [D,D] (negatives clipped)."""
-    centred = np.asarray(features, np.float64) - mean
-    sq = np.einsum("nd,de,ne->n", centred, precision, centred)
-    return np.sqrt(np.maximum(sq, 0.0))
-
-
-def fit_gaussian(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """(mean [D], pinv of the Ledoit–Wolf covariance [D,D], shrinkage) of features [N,D]."""
+def fit_gaussian(features: np.ndarray) -> Mahalanobis:
+    """The Ledoit–Wolf Gaussian of features [N,D]; UserError for fewer than 2 images."""
     if features.shape[0] < 2:
         raise UserError(f"PUAD needs at least 2 training images, got {features.shape[0]}",
                         fix="check the dataset's train/good folder")
-    lw = LedoitWolf().fit(np.asarray(features, np.float64))
-    return lw.location_, np.linalg.pinv(lw.covariance_), float(lw.shrinkage_)
+    return Mahalanobis.fit(features, "ledoit_wolf")
 
 
 def mean_std(values: np.ndarray, what: str) -> tuple[float, float]:
@@ -68,10 +60,6 @@ def mean_std(values: np.ndarray, what: str) -> tuple[float, float]:
     return mu, sd
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 class PUAD(AnomalyMethod):
     name = "puad"
     Config = PUADConfig
@@ -80,7 +68,7 @@ class PUAD(AnomalyMethod):
     def __init__(self, cfg: PUADConfig, ctx: RunContext):
         super().__init__(cfg, ctx)
         self.model, self.efficientad_info = self._load_efficientad()
-        self.stats: dict[str, np.ndarray] = {}
+        self.gaussian: Mahalanobis | None = None
         self.calib: dict[str, float] = {}
 
     def _efficientad_dir(self) -> Path:
@@ -115,20 +103,19 @@ class PUAD(AnomalyMethod):
             raise UserError("PUAD needs validation images to normalise its two scores",
                             fix="use a dataset with a validation split or a train/good hold-out (prepare stage)")
         train_feats, _ = self._features_and_scores(train, "PUAD train features")
-        mean, precision, shrinkage = fit_gaussian(train_feats)
-        self.stats = {"mean": mean, "precision": precision}
+        self.gaussian = fit_gaussian(train_feats)
         val_feats, val_eff = self._features_and_scores(validation, "PUAD validation")
         mu_e, sd_e = mean_std(val_eff, "EfficientAD")
-        mu_m, sd_m = mean_std(mahalanobis(val_feats, mean, precision), "Mahalanobis")
-        self.calib = {"mu_E": mu_e, "sd_E": sd_e, "mu_M": mu_m, "sd_M": sd_m, "shrinkage": shrinkage,
+        mu_m, sd_m = mean_std(self.gaussian(val_feats), "Mahalanobis")
+        self.calib = {"mu_E": mu_e, "sd_E": sd_e, "mu_M": mu_m, "sd_M": sd_m, "shrinkage": self.gaussian.shrinkage,
                       "n_train": len(train), "n_validation": len(validation)}
 
     def score(self, images: Sequence[Path]) -> Scores:
         """Scores float32 [N]; no maps (PUAD's map is EfficientAD's). extras: both raw scores."""
-        if not self.stats:
+        if self.gaussian is None:
             raise RuntimeError("PUAD is not fitted: call fit() or load() first")
         feats, s_e = self._features_and_scores(images, "PUAD score")
-        s_m = mahalanobis(feats, self.stats["mean"], self.stats["precision"])
+        s_m = self.gaussian(feats)
         c = self.calib
         total = (s_e - c["mu_E"]) / c["sd_E"] + self.cfg.w_unpicturable * (s_m - c["mu_M"]) / c["sd_M"]
         if not np.all(np.isfinite(total)):
@@ -140,24 +127,24 @@ class PUAD(AnomalyMethod):
         model_dir = Path(model_dir)
         with atomic_path(model_dir / STATS_FILE) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, **self.stats)
+                np.savez(f, mean=self.gaussian.mean, precision=self.gaussian.precision)
         write_json(model_dir / META_FILE, self.calib | {
             "feature_extractor": self.cfg.feature_extractor,
-            "efficientad_sha256": _file_sha256(self._efficientad_dir() / CHECKPOINT)})
+            "efficientad_sha256": checkpoint_digest(self._efficientad_dir())})
 
     @classmethod
     def load(cls, model_dir: Path, cfg: PUADConfig, ctx: RunContext) -> PUAD:
         method = cls(cfg, ctx)
         meta = read_json(Path(model_dir) / META_FILE)
-        if meta["efficientad_sha256"] != _file_sha256(method._efficientad_dir() / CHECKPOINT):
+        if meta["efficientad_sha256"] != checkpoint_digest(method._efficientad_dir()):
             raise ArtifactError("PUAD statistics were fitted on another EfficientAD checkpoint", path=model_dir,
                                 fix="re-run the puad stage after the efficientad stage")
         if meta["feature_extractor"] != cfg.feature_extractor:
             raise ArtifactError(f"PUAD statistics use feature_extractor={meta['feature_extractor']!r}, params ask "
                                 f"for {cfg.feature_extractor!r}", path=model_dir, fix="re-run the puad stage")
-        with np.load(Path(model_dir) / STATS_FILE, allow_pickle=False) as z:
-            method.stats = {k: z[k] for k in ("mean", "precision")}
         method.calib = {k: v for k, v in meta.items() if k not in ("feature_extractor", "efficientad_sha256")}
+        with np.load(Path(model_dir) / STATS_FILE, allow_pickle=False) as z:
+            method.gaussian = Mahalanobis(z["mean"], z["precision"], method.calib["shrinkage"])
         return method
 
     def meta(self) -> dict[str, Any]:

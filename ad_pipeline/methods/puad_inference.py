@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ad_pipeline.export.inference import Inference, Normalize, mahalanobis
+from ad_pipeline.export.inference import Inference, Normalize
 from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.puad import PUAD, PUADConfig
 
@@ -23,8 +23,7 @@ class PUADInference(nn.Module):
         self.normalize = Normalize()
         self.model = method.model.cpu().eval()
         self.student_features = method.cfg.feature_extractor == "student"
-        self.register_buffer("mean", torch.as_tensor(method.stats["mean"], dtype=torch.float32))
-        self.register_buffer("precision", torch.as_tensor(method.stats["precision"], dtype=torch.float32))
+        self.mahalanobis = method.gaussian.module()
         c = method.calib
         self.register_buffer("calib", torch.tensor([c["mu_E"], c["sd_E"], c["mu_M"], c["sd_M"],
                                                     method.cfg.w_unpicturable], dtype=torch.float32))
@@ -33,7 +32,7 @@ class PUADInference(nn.Module):
         t_hat, student, ae = self.model.outputs(self.normalize(x))
         f = student[:, : t_hat.shape[1]] if self.student_features else t_hat
         amap, s_e = self.model.map_and_score(t_hat, student, ae)
-        s_m = mahalanobis(f.mean(dim=(2, 3)), self.mean, self.precision)
+        s_m = self.mahalanobis(f.mean(dim=(2, 3)))
         mu_e, sd_e, mu_m, sd_m, w = self.calib
         return amap[:, 0], (s_e - mu_e) / sd_e + w * (s_m - mu_m) / sd_m
 

@@ -179,7 +179,7 @@ class GroundedSamProposer(MaskProposer):
         files = resolve_files(weights_dir, cfg.sam_variant, pretrained)  # before the heavy imports
         from segment_anything_hq import SamAutomaticMaskGenerator, SamPredictor, sam_model_registry
 
-        from ad_pipeline.backbones.weights import seeded
+        from ad_pipeline.seed import seeded
         from ad_pipeline.segmentation.grounding_dino import build_grounding_dino
 
         self.cfg = cfg

@@ -14,12 +14,11 @@ from pathlib import Path
 import torch
 import torchvision.transforms.functional as TF
 
-from ad_pipeline.data.images import IMAGENET_MEAN, IMAGENET_STD, load_batch
+from ad_pipeline.data.images import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, load_batch
 from ad_pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _IDENTITY = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
 
 

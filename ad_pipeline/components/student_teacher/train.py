@@ -1,4 +1,4 @@
-"""Student + autoencoder training of EfficientAD (the teacher stays frozen).
+"""Student + autoencoder training of a :class:`StudentTeacher` (EfficientAD, LGST; the teacher stays frozen).
 
 Per step, with I a training batch, I' its colour-augmented copy and P a penalty batch:
 L = L_hard(T̂(I), S_local(I)) + mean(S_local(P)²) + mean((T̂(I') − A(I'))²) + mean((A(I') − S_global(I'))²).
@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from ad_pipeline.components.student_teacher.data import PenaltyImages, autoencoder_augment, normalize, shuffled_batches
-from ad_pipeline.components.student_teacher.model import EfficientADModel
+from ad_pipeline.components.student_teacher.model import StudentTeacher
 
 HARD_QUANTILE = 0.999
 TORCH_QUANTILE_LIMIT = 2**24  # torch.quantile refuses larger inputs
@@ -55,9 +55,9 @@ def channel_mean_std(maps: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.
 
 
 @torch.no_grad()
-def teacher_statistics(model: EfficientADModel, images: torch.Tensor, batch_size: int = 8,
+def teacher_statistics(model: StudentTeacher, images: torch.Tensor, batch_size: int = 8,
                        progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Channel (mean, std) [1,384,1,1] of the raw teacher output over uint8 images [N,3,H,W]."""
+    """Channel (mean, std) [1,C,1,1] of the raw teacher output over uint8 images [N,3,H,W]."""
     device = model.teacher_mean.device
     batches = (model.teacher(normalize(images[i:i + batch_size].float().div(255)).to(device))
                for i in range(0, images.shape[0], batch_size))
@@ -70,16 +70,16 @@ def _penalty_stream(penalty: PenaltyImages | None, batch_size: int, gen: torch.G
         yield None if penalty is None else penalty.sample(batch_size, gen)
 
 
-def train_student_autoencoder(model: EfficientADModel, images: torch.Tensor, penalty: PenaltyImages | None, *,
-                              steps: int, lr: float = 1e-4, weight_decay: float = 1e-5, batch_size: int = 1,
-                              gen: torch.Generator, quantile_cap: int = TORCH_QUANTILE_LIMIT,
+def train_student_autoencoder(model: StudentTeacher, images: torch.Tensor, penalty: PenaltyImages | None, *,
+                              label: str, steps: int, lr: float = 1e-4, weight_decay: float = 1e-5,
+                              batch_size: int = 1, gen: torch.Generator, quantile_cap: int = TORCH_QUANTILE_LIMIT,
                               progress: bool = True) -> list[float]:
     """Train ``model.student`` and ``model.autoencoder`` in place; return the loss of every step.
 
     ``images``: uint8 [N,3,H,W] training images (already resized). ``model.teacher_mean/std``
-    must be set. Adam + StepLR(⌊0.95·steps⌋, ×0.1) stepped every iteration. Randomness
-    (sampling, augmentation, penalty draws) comes from ``gen``; dropout from torch's global
-    RNG, which the caller seeds (see ``EfficientAD.fit``).
+    must be set. ``label``: the progress bar's. Adam + StepLR(⌊0.95·steps⌋, ×0.1) stepped every
+    iteration. Randomness (sampling, augmentation, penalty draws) comes from ``gen``; dropout
+    from torch's global RNG, which the caller seeds (see ``EfficientAD.fit``).
     """
     device = model.teacher_mean.device
     params = [*model.student.parameters(), *model.autoencoder.parameters()]
@@ -92,7 +92,7 @@ def train_student_autoencoder(model: EfficientADModel, images: torch.Tensor, pen
     batches = shuffled_batches(images.shape[0], batch_size, gen)
     penalties = _penalty_stream(penalty, batch_size, gen)
     losses: list[float] = []
-    bar = tqdm(range(steps), desc=f"EfficientAD-{model.size[0].upper()}", disable=not progress)
+    bar = tqdm(range(steps), desc=label, disable=not progress)
     for _ in bar:
         x = images[next(batches)].float().div(255)
         x_aug = autoencoder_augment(x, gen)

@@ -25,7 +25,6 @@ from ad_pipeline.data.manifest import Manifest, Sample
 from ad_pipeline.errors import LayoutError, ParamsError
 from ad_pipeline.io import file_digest
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _LISTED = 5  # how many offending files an error names
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ad_pipeline.export.inference import Inference, Normalize, mahalanobis
+from ad_pipeline.export.inference import Inference, Normalize
 from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.csad.method import CSAD, CSADConfig
-from ad_pipeline.methods.csad.patch_hist import Mahalanobis, class_histograms
+from ad_pipeline.methods.csad.patch_hist import class_histograms
 
 
 class CSADInference(nn.Module):
@@ -27,13 +27,8 @@ class CSADInference(nn.Module):
         self.segmentor = method.segmentor.eval()
         self.lgst = method.lgst.eval()
         self.num_classes = method.hist.num_classes
-
-        def buf(name: str, model: Mahalanobis) -> None:
-            self.register_buffer(f"{name}_mean", torch.as_tensor(model.mean, dtype=torch.float32))
-            self.register_buffer(f"{name}_inv_cov", torch.as_tensor(model.inv_cov, dtype=torch.float32))
-
-        buf("hist", method.hist.global_model)
-        buf("patch", method.hist.patch_model)
+        self.hist = method.hist.global_model.module()
+        self.patch = method.hist.patch_model.module()
         s = method.stats
         self.register_buffer("norm", torch.tensor([[s[k].mean, s[k].std] for k in ("hist", "patch_hist", "ph", "lgst")],
                                                   dtype=torch.float32))
@@ -44,8 +39,8 @@ class CSADInference(nn.Module):
         seg = self.segmentor(x).argmax(1)
         h_g, h_p = class_histograms(seg, self.num_classes)
         n = self.norm
-        z_g = (mahalanobis(h_g, self.hist_mean, self.hist_inv_cov) - n[0, 0]) / n[0, 1]
-        z_p = (mahalanobis(h_p, self.patch_mean, self.patch_inv_cov) - n[1, 0]) / n[1, 1]
+        z_g = (self.hist(h_g) - n[0, 0]) / n[0, 1]
+        z_p = (self.patch(h_p) - n[1, 0]) / n[1, 1]
         ph = (z_g + z_p - n[2, 0]) / n[2, 1]
         lgst_map, lgst_score = self.lgst(x)
         w_ph, w_lg = self.branch_weights  # csad.branches

@@ -4,7 +4,7 @@ Teacher: frozen CNN layer2 + layer3 → bilinear to 64×64 → concat → 3×3 a
 pad 1) → a seeded, frozen, never-trained 1×1 conv to ``channels`` (saved in the state dict).
 Student: EfficientAD's PDN-M with padding, its last 1×1 conv replaced by two 1×1 heads
 (``st`` imitates the teacher, ``ae`` the autoencoder); the heads are concatenated
-[st | ae] so the model plugs into EfficientAD's training loop and map helpers unchanged.
+[st | ae] so the model is a ``StudentTeacher`` and trains with the shared loop and map helpers.
 Autoencoder: EfficientAD's, with ``channels`` outputs and padding (64×64 for 256 input).
 Map: M̃_ST + M̃_AE (plain sum, quantile-normalised on validation); score = its max.
 """
@@ -20,8 +20,10 @@ from torch import nn
 
 from ad_pipeline.components.student_teacher.autoencoder import Autoencoder
 from ad_pipeline.components.student_teacher.data import normalize
-from ad_pipeline.components.student_teacher.maps import MapQuantiles, map_quantiles, normalise_map, raw_maps
+from ad_pipeline.components.student_teacher.maps import MapQuantiles, map_quantiles, normalise_map
+from ad_pipeline.components.student_teacher.model import StudentTeacher
 from ad_pipeline.components.student_teacher.pdn import PDN, pdn_output_size
+from ad_pipeline.seed import seeded
 
 
 class LGSTTeacher(nn.Module):
@@ -33,8 +35,7 @@ class LGSTTeacher(nn.Module):
         self.encoder = encoder
         self.layers = tuple(layers)
         self.out_size = out_size
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             self.proj = nn.Conv2d(in_channels, channels, 1)  # PyTorch default init, seeded
         self.requires_grad_(False)
 
@@ -61,31 +62,15 @@ class LocalGlobalStudent(nn.Module):
         return torch.cat([self.st(z), self.ae(z)], 1)
 
 
-class LGST(nn.Module):
-    """Teacher/student/autoencoder; forward: normalised [B,3,H,W] → (map [B,1,h,w], score [B]).
-
-    Exposes the attributes EfficientAD's ``train_student_autoencoder`` / ``teacher_statistics``
-    use (``teacher``, ``student``, ``autoencoder``, ``teacher_mean/std``, ``teacher_features``).
-    """
-
-    size = "lgst"  # label of the training progress bar
+class LGST(StudentTeacher):
+    """Teacher/student/autoencoder; forward: normalised [B,3,H,W] → (map [B,1,h,w], score [B])."""
 
     def __init__(self, teacher: LGSTTeacher, *, image_size: int = 256, channels: int = 512, width_divisor: int = 1):
-        super().__init__()
+        super().__init__(channels)
         out = pdn_output_size(image_size, padding=True)
         self.teacher = teacher
         self.student = LocalGlobalStudent(channels, out, width_divisor)
         self.autoencoder = Autoencoder(image_size, channels, padding=True)
-        self.register_buffer("teacher_mean", torch.zeros(1, channels, 1, 1))
-        self.register_buffer("teacher_std", torch.ones(1, channels, 1, 1))
-        self.register_buffer("quantiles", MapQuantiles().as_tensor())  # st_a, st_b, ae_a, ae_b
-
-    def teacher_features(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.teacher(x) - self.teacher_mean) / self.teacher_std
-
-    def raw_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(M_ST, M_AE) each [B,1,h,w] before normalisation."""
-        return raw_maps(self.teacher_features(x), self.student(x), self.autoencoder(x))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         m_st, m_ae = self.raw_maps(x)

@@ -192,7 +192,7 @@ class CSAD(AnomalyMethod):
         self.lgst.teacher_mean.copy_(mean)
         self.lgst.teacher_std.copy_(std)
         penalty = (PenaltyImages(list_images(cfg.penalty_images), cfg.image_size) if cfg.penalty_images else None)
-        train_student_autoencoder(self.lgst, images, penalty, steps=cfg.lgst_steps, lr=cfg.lgst_lr,
+        train_student_autoencoder(self.lgst, images, penalty, label="LGST", steps=cfg.lgst_steps, lr=cfg.lgst_lr,
                                   weight_decay=cfg.lgst_weight_decay, batch_size=cfg.lgst_batch_size, gen=gen,
                                   progress=ctx.progress)
         val_images = load_uint8(list(validation), cfg.image_size)

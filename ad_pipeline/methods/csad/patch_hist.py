@@ -1,5 +1,5 @@
 """CSAD's patch-histogram branch (csad.md §3): class histograms of a segmentation, Mahalanobis
-distances to the training histograms.
+distances (``components.mahalanobis``, sample covariance) to the training histograms.
 
 Histograms use one fixed layout everywhere (fit, scoring, export): the global histogram h_g
 [C] and the four quadrant histograms concatenated in the order TL, TR, BL, BR → h_p [4C];
@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ad_pipeline.components.mahalanobis import Mahalanobis
+
 
 def class_histograms(seg: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """int [B,H,W] class maps → (h_g [B,C], h_p [B,4C]) float32; H, W even."""
@@ -23,33 +25,6 @@ def class_histograms(seg: torch.Tensor, num_classes: int) -> tuple[torch.Tensor,
     h, w = seg.shape[1] // 2, seg.shape[2] // 2
     quads = [onehot[:, :h, :w], onehot[:, :h, w:], onehot[:, h:, :w], onehot[:, h:, w:]]  # TL, TR, BL, BR
     return onehot.mean((1, 2)), torch.cat([q.mean((1, 2)) for q in quads], 1)
-
-
-@dataclass
-class Mahalanobis:
-    """Distance to a Gaussian fitted on training vectors: mean [D] and pinv of the sample
-    covariance (ddof 1) [D,D]. pinv, not inv: histograms sum to a constant, so the
-    covariance is rank-deficient. Fewer than 2 training vectors → identity (Euclidean)."""
-
-    mean: np.ndarray
-    inv_cov: np.ndarray
-
-    @classmethod
-    def fit(cls, x: np.ndarray) -> Mahalanobis:
-        x = np.asarray(x, dtype=np.float64)
-        if len(x) < 2:
-            return cls(x.mean(0), np.eye(x.shape[1]))
-        return cls(x.mean(0), np.linalg.pinv(np.cov(x, rowvar=False, ddof=1)))
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """[N,D] → [N]; a quadratic form that is negative from round-off is clamped to 0, and
-        any remaining NaN falls back to the Euclidean distance."""
-        d = np.asarray(x, dtype=np.float64) - self.mean
-        q = np.einsum("nd,de,ne->n", d, self.inv_cov, d)
-        out = np.sqrt(np.clip(q, 0.0, None))
-        bad = ~np.isfinite(out)
-        out[bad] = np.linalg.norm(d[bad], axis=1)
-        return out
 
 
 @dataclass
@@ -71,8 +46,8 @@ class PatchHistogramModel:
         return self.global_model(h_g.numpy()), self.patch_model(h_p.numpy())
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"hist_mean": self.global_model.mean, "hist_invcov": self.global_model.inv_cov,
-                "patch_hist_mean": self.patch_model.mean, "patch_hist_invcov": self.patch_model.inv_cov,
+        return {"hist_mean": self.global_model.mean, "hist_invcov": self.global_model.precision,
+                "patch_hist_mean": self.patch_model.mean, "patch_hist_invcov": self.patch_model.precision,
                 "num_classes": np.asarray(self.num_classes)}
 
     @classmethod

@@ -1,15 +1,14 @@
 """EfficientAD (Batzner et al., WACV 2024): PDN teacher/student + autoencoder.
 
-Modules: ``pdn`` (PDN small/medium), ``autoencoder``, ``teacher`` (distillation target,
-distillation loop, teacher files), ``train`` (student/AE loop), ``maps`` (map normalisation
-and combination), ``model`` (the inference module), ``data`` (images and augmentations),
-``method`` (the AnomalyMethod).
+Modules: ``distill`` (teacher distillation), ``teacher_files`` (teacher files: load, save,
+weights_dir or distil), ``method`` (the AnomalyMethod), ``inference`` (the export graph). The
+networks, maps, training loop and saved model are shared: ``ad_pipeline.components.student_teacher``.
 """
 
 from ad_pipeline.components.student_teacher.model import EfficientADModel
-from ad_pipeline.methods.efficientad.distill import (TeacherConfig, TeacherState, distill_teacher, load_teacher,
-                                                     obtain_teacher, save_teacher)
-from ad_pipeline.methods.efficientad.method import EfficientAD, EfficientADConfig, load_model
+from ad_pipeline.methods.efficientad.distill import TeacherConfig, TeacherState, distill_teacher
+from ad_pipeline.methods.efficientad.method import EfficientAD, EfficientADConfig
+from ad_pipeline.methods.efficientad.teacher_files import load_teacher, obtain_teacher, save_teacher
 
 __all__ = ["EfficientAD", "EfficientADConfig", "EfficientADModel", "TeacherConfig", "TeacherState",
-           "distill_teacher", "load_model", "load_teacher", "obtain_teacher", "save_teacher"]
+           "distill_teacher", "load_teacher", "obtain_teacher", "save_teacher"]

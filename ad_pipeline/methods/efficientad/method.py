@@ -2,14 +2,14 @@
 
 Needs the ``efficientad_teacher`` stage's directory in ``ctx.upstream_dirs``. ``fit`` computes
 the teacher channel statistics on the training images, trains student + autoencoder,
-and takes the map quantiles on the validation images; ``save`` writes everything into
-``efficientad.pth`` (one state dict) + ``efficientad.json``, so ``load`` + ``score`` need
-nothing else. Maps are kept at image_size × image_size (the evaluator resizes to GT size).
+and takes the map quantiles on the validation images; ``save`` writes everything into the
+saved model of ``components.student_teacher.checkpoint`` (one state dict + its json), so
+``load`` + ``score`` need nothing else. Maps are kept at image_size × image_size (the
+evaluator resizes to GT size).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,20 +21,21 @@ from pydantic import Field
 from tqdm import tqdm
 
 from ad_pipeline.components.student_teacher.autoencoder import check_image_size
-from ad_pipeline.components.student_teacher.data import PenaltyImages, load_uint8, load_unit, normalize, resolve_pretrain_images
+from ad_pipeline.components.student_teacher.checkpoint import load_model, save_model
+from ad_pipeline.components.student_teacher.data import (PenaltyImages, load_uint8, load_unit, normalize,
+                                                          resolve_pretrain_images)
 from ad_pipeline.components.student_teacher.maps import MAP_BORDERS, MapQuantiles, map_quantiles, to_working_resolution
 from ad_pipeline.components.student_teacher.model import EfficientADModel
 from ad_pipeline.components.student_teacher.pdn import ModelSize
-from ad_pipeline.components.student_teacher.train import TORCH_QUANTILE_LIMIT, teacher_statistics, train_student_autoencoder
+from ad_pipeline.components.student_teacher.train import (TORCH_QUANTILE_LIMIT, teacher_statistics,
+                                                           train_student_autoencoder)
 from ad_pipeline.errors import ArtifactError, UserError
-from ad_pipeline.io import atomic_path, read_json, write_json
 from ad_pipeline.methods.base import AnomalyMethod, MethodConfig, RunContext, Scores
-from ad_pipeline.methods.efficientad.distill import load_teacher
+from ad_pipeline.methods.efficientad.teacher_files import load_teacher
+from ad_pipeline.seed import seeded
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "efficientad.pth"
-CHECKPOINT_META = "efficientad.json"
 PENALTY_GRAYSCALE_P = 0.3
 
 
@@ -60,27 +61,6 @@ class EfficientADConfig(MethodConfig):
     channels: int = Field(384, ge=1)  # must match the teacher; < 384 / width_divisor > 1 only for smoke tests
     width_divisor: int = Field(1, ge=1)
     map_rule: Literal["nelson", "puad"] = "nelson"
-
-
-@contextlib.contextmanager
-def seeded_torch(seed: int) -> Iterator[None]:
-    """Seed torch's global RNG (weight init, dropout) inside the block; restore the caller's state after."""
-    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
-        torch.manual_seed(seed)
-        yield
-
-
-def load_model(model_dir: Path) -> tuple[EfficientADModel, dict[str, Any]]:
-    """(model in eval mode, its json meta) from a directory written by :meth:`EfficientAD.save`."""
-    model_dir = Path(model_dir)
-    info = read_json(model_dir / CHECKPOINT_META)
-    model = EfficientADModel(info["model_size"], info["image_size"], info["channels"], info["width_divisor"],
-                             map_border=MAP_BORDERS[info.get("map_rule", "nelson")])
-    path = model_dir / CHECKPOINT
-    if not path.is_file():
-        raise ArtifactError("EfficientAD checkpoint missing", path=path, fix="re-run the efficientad stage")
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model.eval(), info
 
 
 class EfficientAD(AnomalyMethod):
@@ -125,7 +105,7 @@ class EfficientAD(AnomalyMethod):
                             fix="use the same channels / width_divisor for the teacher and efficientad stages")
         penalty_paths, fallback = resolve_pretrain_images(cfg.pretrain_images, train)
         gen = torch.Generator().manual_seed(self.ctx.seed)
-        with seeded_torch(self.ctx.seed):
+        with seeded(self.ctx.seed):
             model = EfficientADModel(cfg.model_size, cfg.image_size, cfg.channels, cfg.width_divisor,
                                      map_border=MAP_BORDERS[cfg.map_rule])
             model.teacher.load_state_dict(teacher.pdn.state_dict())
@@ -139,7 +119,7 @@ class EfficientAD(AnomalyMethod):
             model.teacher_std.copy_(std.clamp_min(1e-12))
             self.losses = train_student_autoencoder(
                 model, images, PenaltyImages(penalty_paths, cfg.image_size, PENALTY_GRAYSCALE_P),
-                steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size, gen=gen,
+                label=f"EfficientAD-{cfg.model_size[0].upper()}", steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size, gen=gen,
                 quantile_cap=cfg.quantile_subsample, progress=self.progress)
         quantiles, degenerate = self._validation_quantiles(model, validation)
         model.quantiles.copy_(quantiles.as_tensor())
@@ -198,11 +178,7 @@ class EfficientAD(AnomalyMethod):
         return Scores(all_scores.astype(np.float32), all_maps.astype(np.float32))
 
     def save(self, model_dir: Path) -> None:
-        model = self._require_model()
-        model_dir = Path(model_dir)
-        with atomic_path(model_dir / CHECKPOINT) as tmp:
-            torch.save(model.state_dict(), tmp)
-        write_json(model_dir / CHECKPOINT_META, self.info)
+        save_model(self._require_model(), self.info, model_dir)
 
     @classmethod
     def load(cls, model_dir: Path, cfg: EfficientADConfig, ctx: RunContext) -> EfficientAD:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ad_pipeline.backbones.weights import seeded
+from ad_pipeline.seed import seeded
 
 
 Rng = Literal["seeded", "global"]
