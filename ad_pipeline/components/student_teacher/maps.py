@@ -11,6 +11,7 @@ same map; what differs between the rules below is the padding and where the quan
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -91,3 +92,16 @@ def map_quantiles(pixels: np.ndarray, cap: int, seed: int) -> tuple[float, float
                     q_b - q_a, MIN_QUANTILE_GAP)
         return 0.0, 0.1, True
     return float(q_a), float(q_b), False
+
+
+def fit_quantiles(maps: Iterable[tuple[torch.Tensor, torch.Tensor]], cap: int,
+                  seed: int) -> tuple[MapQuantiles, dict[str, bool]]:
+    """:func:`map_quantiles` of all validation (M_ST, M_AE) batches, each [b,1,h,w] → (quantiles,
+    which kind was degenerate: {"st", "ae"}). Memory: every map pixel, once, as float32."""
+    st, ae = [], []
+    for m_st, m_ae in maps:
+        st.append(m_st.cpu().numpy())
+        ae.append(m_ae.cpu().numpy())
+    st_a, st_b, st_bad = map_quantiles(np.concatenate(st), cap, seed)
+    ae_a, ae_b, ae_bad = map_quantiles(np.concatenate(ae), cap, seed)
+    return MapQuantiles(st_a, st_b, ae_a, ae_b), {"st": st_bad, "ae": ae_bad}

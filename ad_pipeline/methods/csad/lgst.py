@@ -20,7 +20,7 @@ from torch import nn
 
 from ad_pipeline.components.student_teacher.autoencoder import Autoencoder
 from ad_pipeline.components.student_teacher.data import normalize
-from ad_pipeline.components.student_teacher.maps import MapQuantiles, map_quantiles, normalise_map
+from ad_pipeline.components.student_teacher.maps import MapQuantiles, fit_quantiles, normalise_map
 from ad_pipeline.components.student_teacher.model import StudentTeacher
 from ad_pipeline.components.student_teacher.pdn import PDN, pdn_output_size
 from ad_pipeline.seed import seeded
@@ -85,14 +85,8 @@ def fit_map_quantiles(model: LGST, images: torch.Tensor, *, batch_size: int = 8,
     """Set and return q(0.9)/q(0.995) of the raw ST and AE maps over uint8 validation images
     [N,3,H,W] (normalisation skipped when degenerate). Memory: N·h·w floats per map kind."""
     model.eval()
-    st, ae = [], []
-    for i in range(0, len(images), batch_size):
-        m_st, m_ae = model.raw_maps(normalize(images[i:i + batch_size].float().div(255)))
-        st.append(m_st.numpy())
-        ae.append(m_ae.numpy())
-    st_a, st_b, _ = map_quantiles(np.concatenate(st), cap, seed)
-    ae_a, ae_b, _ = map_quantiles(np.concatenate(ae), cap, seed)
-    q = MapQuantiles(st_a, st_b, ae_a, ae_b)
+    q, _ = fit_quantiles((model.raw_maps(normalize(images[i:i + batch_size].float().div(255)))
+                          for i in range(0, len(images), batch_size)), cap, seed)
     model.quantiles.copy_(q.as_tensor())
     return q
 

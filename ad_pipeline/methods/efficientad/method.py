@@ -24,7 +24,7 @@ from ad_pipeline.components.student_teacher.autoencoder import check_image_size
 from ad_pipeline.components.student_teacher.checkpoint import load_model, save_model
 from ad_pipeline.components.student_teacher.data import (PenaltyImages, load_uint8, load_unit, normalize,
                                                           resolve_pretrain_images)
-from ad_pipeline.components.student_teacher.maps import MAP_BORDERS, MapQuantiles, map_quantiles, to_working_resolution
+from ad_pipeline.components.student_teacher.maps import MAP_BORDERS, MapQuantiles, fit_quantiles, to_working_resolution
 from ad_pipeline.components.student_teacher.model import EfficientADModel
 from ad_pipeline.components.student_teacher.pdn import ModelSize
 from ad_pipeline.components.student_teacher.train import (TORCH_QUANTILE_LIMIT, teacher_statistics,
@@ -119,7 +119,8 @@ class EfficientAD(AnomalyMethod):
             model.teacher_std.copy_(std.clamp_min(1e-12))
             self.losses = train_student_autoencoder(
                 model, images, PenaltyImages(penalty_paths, cfg.image_size, PENALTY_GRAYSCALE_P),
-                label=f"EfficientAD-{cfg.model_size[0].upper()}", steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size, gen=gen,
+                label=f"EfficientAD-{cfg.model_size[0].upper()}", steps=cfg.steps, lr=cfg.lr,
+                weight_decay=cfg.weight_decay, batch_size=cfg.batch_size, gen=gen,
                 quantile_cap=cfg.quantile_subsample, progress=self.progress)
         quantiles, degenerate = self._validation_quantiles(model, validation)
         model.quantiles.copy_(quantiles.as_tensor())
@@ -134,17 +135,14 @@ class EfficientAD(AnomalyMethod):
 
     @torch.no_grad()
     def _validation_quantiles(self, model: EfficientADModel, paths: Sequence[Path]) -> tuple[MapQuantiles, dict[str, bool]]:
-        st, ae = [], []
-        for x in self._batches(paths, "validation maps"):
-            m_st, m_ae = model.raw_maps(x.to(self.device))
-            if self.cfg.map_rule == "puad":  # quantiles of the resized maps
-                m_st, m_ae = (to_working_resolution(m, self.cfg.image_size, border=0) for m in (m_st, m_ae))
-            st.append(m_st.cpu().numpy())
-            ae.append(m_ae.cpu().numpy())
-        cap, seed = self.cfg.quantile_subsample, self.ctx.seed
-        st_a, st_b, st_bad = map_quantiles(np.concatenate(st), cap, seed)
-        ae_a, ae_b, ae_bad = map_quantiles(np.concatenate(ae), cap, seed)
-        return MapQuantiles(st_a, st_b, ae_a, ae_b), {"st": st_bad, "ae": ae_bad}
+        def maps() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for x in self._batches(paths, "validation maps"):
+                m_st, m_ae = model.raw_maps(x.to(self.device))
+                if self.cfg.map_rule == "puad":  # quantiles of the resized maps
+                    m_st, m_ae = (to_working_resolution(m, self.cfg.image_size, border=0) for m in (m_st, m_ae))
+                yield m_st, m_ae
+
+        return fit_quantiles(maps(), self.cfg.quantile_subsample, self.ctx.seed)
 
     def _batches(self, paths: Sequence[Path], desc: str) -> Iterator[torch.Tensor]:
         """Normalised image batches [b,3,S,S] of at most score_batch_size images."""
