@@ -1,4 +1,4 @@
-"""Image sources and augmentations for EfficientAD.
+"""Image sources and augmentations of the student–teacher training (EfficientAD, CSAD's LGST, PUAD).
 
 Images are kept un-normalised (uint8 in memory, float [0,1] while augmenting) and ImageNet
 normalisation is applied exactly once, by :func:`normalize`, right before a network sees

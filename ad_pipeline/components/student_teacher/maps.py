@@ -3,7 +3,7 @@ border padding and resize to the working resolution.
 
 Raw maps (both [B,1,h,w]): M_ST = mean_c (T̂ − S_local)², M_AE = mean_c (A − S_global)².
 Normalised: M̃ = 0.1·(M − q_a)/(q_b − q_a) with q_a, q_b the 0.9 / 0.995 quantiles of all
-validation-map pixels, so q_a → 0 and q_b → 0.1. Combined: 0.5·M̃_ST + 0.5·M̃_AE.
+validation-map pixels, so q_a → 0 and q_b → 0.1. Combined: 0.5·M̃_ST + 0.5·M̃_AE (LGST: the sum).
 Normalisation is affine and the resize linear, so normalising before or after the resize is the
 same map; what differs between the rules below is the padding and where the quantiles come from.
 """
