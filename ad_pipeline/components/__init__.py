@@ -1,0 +1,1 @@
+"""Building blocks shared by several methods; a component never imports a method."""
