@@ -19,7 +19,7 @@ import torch
 from ad_pipeline.backbones import build_backbone
 from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.patchcore import method as patchcore_method
-from ad_pipeline.methods.patchcore.coreset import greedy_coreset
+from ad_pipeline.components.coreset import greedy_coreset
 from ad_pipeline.methods.patchcore.method import PatchCore, PatchCoreConfig
 from tests.parity_patchcore_common import BACKBONE, CORESET_RATIO, SEED, config, write_dataset
 

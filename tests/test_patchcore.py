@@ -15,9 +15,9 @@ from sklearn.metrics import roc_auc_score
 from ad_pipeline.errors import ArtifactError, UserError
 from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.patchcore import PatchCore, PatchCoreConfig
-from ad_pipeline.methods.patchcore.coreset import greedy_coreset, literal_greedy_coreset
-from ad_pipeline.methods.patchcore.knn import nearest_sq_distances
-from ad_pipeline.methods.patchcore.model import PatchAggregator, pool_to
+from ad_pipeline.components.coreset import greedy_coreset, literal_greedy_coreset
+from ad_pipeline.components.knn import nearest_sq_distances
+from ad_pipeline.components.patches import PatchAggregator, pool_to
 
 
 def test_adaptive_pooling_bins_follow_floor_ceil_formula():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ad_pipeline.methods.patchcore.knn import KnnIndex, PrunedKnnIndex, build_index, nearest_sq_distances
+from ad_pipeline.components.knn import KnnIndex, PrunedKnnIndex, build_index, nearest_sq_distances
 
 
 # float32 ‖q‖² + ‖m‖² − 2qᵀm (as faiss computes it) is off by ~1e-6 of the squared norms (~600 here)

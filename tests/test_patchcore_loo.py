@@ -9,8 +9,8 @@ import torch
 from ad_pipeline.errors import UserError
 from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.patchcore import PatchCore, PatchCoreConfig
-from ad_pipeline.methods.patchcore.coreset import greedy_coreset
-from ad_pipeline.methods.patchcore.knn import nearest_sq_distances_excluding
+from ad_pipeline.components.coreset import greedy_coreset
+from ad_pipeline.components.knn import nearest_sq_distances_excluding
 from tests.helpers import write_random_images
 
 CTX = RunContext(seed=0, pretrained="false", progress=False)

@@ -21,7 +21,7 @@ from torch import nn
 from ad_pipeline.export.inference import Inference, Normalize, NotExportable
 from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.patchcore.method import PatchCore, PatchCoreConfig
-from ad_pipeline.methods.patchcore.model import pool_to
+from ad_pipeline.components.patches import pool_to
 
 MAX_GRAPH_BANK = 50_000
 GAUSSIAN_TRUNCATE = 4.0  # scipy.ndimage.gaussian_filter's default

@@ -17,9 +17,9 @@ from ad_pipeline.backbones.base import Layer
 from ad_pipeline.errors import ArtifactError, UserError
 from ad_pipeline.io import read_json, save_npy, write_json
 from ad_pipeline.methods.base import AnomalyMethod, MethodConfig, RunContext, Scores
-from ad_pipeline.methods.patchcore.coreset import greedy_coreset
-from ad_pipeline.methods.patchcore.knn import KnnIndex, build_index, search_excluding
-from ad_pipeline.methods.patchcore.model import PatchAggregator
+from ad_pipeline.components.coreset import greedy_coreset
+from ad_pipeline.components.knn import KnnIndex, build_index, search_excluding
+from ad_pipeline.components.patches import PatchAggregator
 
 
 class PatchCoreConfig(MethodConfig):
