@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -12,12 +13,13 @@ from PIL import Image
 from pydantic import ValidationError
 from sklearn.metrics import roc_auc_score
 
+from ad_pipeline.components.coreset import greedy_coreset, literal_greedy_coreset
+from ad_pipeline.components.knn import nearest_sq_distances
+from ad_pipeline.components.memory_bank import MemoryBank
+from ad_pipeline.components.patches import PatchAggregator, pool_to
 from ad_pipeline.errors import ArtifactError, UserError
 from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.patchcore import PatchCore, PatchCoreConfig
-from ad_pipeline.components.coreset import greedy_coreset, literal_greedy_coreset
-from ad_pipeline.components.knn import nearest_sq_distances
-from ad_pipeline.components.patches import PatchAggregator, pool_to
 
 
 def test_adaptive_pooling_bins_follow_floor_ceil_formula():
@@ -151,7 +153,7 @@ def test_save_load_round_trip_and_determinism(synthetic, fitted, tmp_path):
 
     refit = PatchCore(PatchCoreConfig(**TINY), CTX)
     refit.fit(paths["train"], [])
-    assert torch.equal(refit.memory_bank, fitted.memory_bank)
+    assert torch.equal(refit.memory.bank, fitted.memory.bank)
 
     with pytest.raises(ArtifactError, match="fitted with config"):
         PatchCore.load(tmp_path, PatchCoreConfig(**(TINY | {"gaussian_sigma": 2.0})), CTX)
@@ -160,11 +162,12 @@ def test_save_load_round_trip_and_determinism(synthetic, fitted, tmp_path):
 def test_reweighting_lowers_scores_and_stays_finite(synthetic, fitted):
     paths, labels, _ = synthetic
     plain = fitted.score(paths["test"]).scores
-    fitted.cfg = PatchCoreConfig(**(TINY | {"reweight": True}))
+    memory = fitted.memory
+    fitted.memory = MemoryBank(memory.bank, dataclasses.replace(memory.scoring, reweight=True))
     try:
         weighted = fitted.score(paths["test"]).scores
     finally:
-        fitted.cfg = PatchCoreConfig(**TINY)
+        fitted.memory = memory
     assert np.isfinite(weighted).all() and (weighted < plain).all() and (weighted > 0).all()
 
 
