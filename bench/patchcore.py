@@ -46,11 +46,11 @@ def _case(kind: str, n: int, dim: int, ratio: float, queries: int, queue) -> Non
     elif kind == "literal":
         out["picks"] = literal_greedy_coreset(features, ratio, seed=0)
     elif kind == "knn_torch":
-        from ad_pipeline.components.knn import nearest_sq_distances
+        from ad_pipeline.components.knn import TorchKnnIndex
 
         q = torch.randn(queries, dim, generator=torch.Generator().manual_seed(1))
         t0 = time.perf_counter()
-        d, idx = nearest_sq_distances(q, features, 1, backend="torch")
+        d, idx = TorchKnnIndex(features).search(q, 1)
         out["idx"] = idx[:, 0].tolist()
     elif kind in ("knn_random", "knn_real"):
         if kind == "knn_real":

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from sklearn.metrics import roc_auc_score
 
 from ad_pipeline.components.coreset import greedy_coreset, literal_greedy_coreset
-from ad_pipeline.components.knn import nearest_sq_distances
+from ad_pipeline.components.knn import build_index
 from ad_pipeline.components.memory_bank import MemoryBank
 from ad_pipeline.components.patches import PatchAggregator, pool_to
 from ad_pipeline.errors import ArtifactError, UserError
@@ -70,13 +70,14 @@ def test_coreset_edge_cases():
 def test_knn_equals_brute_force_cdist(backend):
     g = torch.Generator().manual_seed(1)
     queries, bank = torch.randn(300, 32, generator=g), torch.randn(500, 32, generator=g)
-    d, idx = nearest_sq_distances(queries, bank, 3, backend=backend, chunk_elements=500 * 7)  # torch: 43 chunks
+    options = {} if backend == "faiss" else {"chunk_elements": 500 * 7}  # torch: 43 chunks
+    d, idx = build_index(bank, backend, **options).search(queries, 3)
     brute = torch.cdist(queries.double(), bank.double()) ** 2
     ref = torch.topk(brute, 3, dim=1, largest=False)
     assert torch.equal(idx, ref.indices)
     torch.testing.assert_close(d.double(), ref.values, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="fewer than k=3"):
-        nearest_sq_distances(queries, bank[:2], 3)
+        build_index(bank[:2], backend).search(queries, 3)
 
 
 def _texture(rng: np.random.Generator, size: int = 64) -> np.ndarray:

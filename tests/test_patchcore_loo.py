@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ad_pipeline.components.coreset import greedy_coreset
-from ad_pipeline.components.knn import nearest_sq_distances_excluding
+from ad_pipeline.components.knn import build_index, search_excluding
 from ad_pipeline.components.memory_bank import MemoryBank
 from ad_pipeline.errors import UserError
 from ad_pipeline.methods.base import RunContext
@@ -31,11 +31,12 @@ def test_excluding_knn_hand_computed():
     bank = torch.tensor([[0.0], [1.0], [2.0], [10.0]])
     bank_owner = torch.tensor([0, 0, 1, 1])
     queries = torch.tensor([[0.4], [1.9], [0.4]])
-    sq, idx = nearest_sq_distances_excluding(queries, bank, 2, torch.tensor([0, 1, 2]), bank_owner)
+    index = build_index(bank)
+    sq, idx = search_excluding(index, queries, 2, torch.tensor([0, 1, 2]), bank_owner)
     assert idx.tolist() == [[2, 3], [1, 0], [0, 1]]
     torch.testing.assert_close(sq, torch.tensor([[2.56, 92.16], [0.81, 3.61], [0.16, 0.36]]))
     with pytest.raises(ValueError, match="fewer than k=3"):
-        nearest_sq_distances_excluding(queries, bank, 3, torch.tensor([0, 1, 2]), bank_owner)
+        search_excluding(index, queries, 3, torch.tensor([0, 1, 2]), bank_owner)
 
 
 @pytest.mark.parametrize("extra", [{}, {"num_neighbors": 3}, {"coreset_ratio": 1.0}, {"knn_backend": "pruned"}])
