@@ -30,8 +30,8 @@ from pathlib import Path
 
 import torch
 
-from ad_pipeline.methods.patchcore.coreset import greedy_coreset, literal_greedy_coreset
-from ad_pipeline.methods.patchcore.knn import REL_TOL
+from ad_pipeline.components.coreset import greedy_coreset, literal_greedy_coreset
+from ad_pipeline.components.knn import REL_TOL
 
 BOTTLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "mvtec_ad" / "bottle"
 
@@ -46,11 +46,11 @@ def _case(kind: str, n: int, dim: int, ratio: float, queries: int, queue) -> Non
     elif kind == "literal":
         out["picks"] = literal_greedy_coreset(features, ratio, seed=0)
     elif kind == "knn_torch":
-        from ad_pipeline.methods.patchcore.knn import nearest_sq_distances
+        from ad_pipeline.components.knn import TorchKnnIndex
 
         q = torch.randn(queries, dim, generator=torch.Generator().manual_seed(1))
         t0 = time.perf_counter()
-        d, idx = nearest_sq_distances(q, features, 1, backend="torch")
+        d, idx = TorchKnnIndex(features).search(q, 1)
         out["idx"] = idx[:, 0].tolist()
     elif kind in ("knn_random", "knn_real"):
         if kind == "knn_real":
@@ -64,7 +64,7 @@ def _case(kind: str, n: int, dim: int, ratio: float, queries: int, queue) -> Non
 
 
 def _compare_pruned_with_faiss(bank: torch.Tensor, queries: torch.Tensor) -> dict:
-    from ad_pipeline.methods.patchcore.knn import FaissKnnIndex, PrunedKnnIndex
+    from ad_pipeline.components.knn import FaissKnnIndex, PrunedKnnIndex
 
     t0 = time.perf_counter()
     ref_d, ref_i = FaissKnnIndex(bank).search(queries, 1)

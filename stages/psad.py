@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from ad_pipeline.data.manifest import Manifest
 from ad_pipeline.io import read_json
+from ad_pipeline.methods.base import MethodConfig, RunContext
+from ad_pipeline.methods.patchcore.method import PatchCore
 from ad_pipeline.methods.psad.method import load_patch_scores
 from ad_pipeline.methods.psad.patch_bank import full_bank_patch_scores
 from stages import run_method
@@ -29,6 +31,12 @@ def load_patchcore_dumps(model, manifest: Manifest, dataset: str) -> None:
                         "memory_bank_size": meta.get("memory_bank_size"), "coreset_size": meta.get("coreset_size")}
 
 
+def full_bank_scores(pc: MethodConfig, ctx: RunContext, train, others) -> tuple[dict, dict]:
+    """``full_bank_patch_scores`` with the patch features and kNN scoring of PatchCore's ``pc`` params."""
+    patchcore = PatchCore(pc.model_copy(update={"coreset_ratio": 1.0}), ctx)
+    return full_bank_patch_scores(patchcore.features, patchcore.scoring, train, others)
+
+
 def prepare(model, manifest: Manifest, dataset: str) -> None:
     if "p" not in model.cfg.memory_type:
         return
@@ -37,8 +45,8 @@ def prepare(model, manifest: Manifest, dataset: str) -> None:
         return
     p = params()
     pc = p.settings("patchcore", dataset, manifest.category)  # the dataset's PatchCore settings, no coreset
-    scores, facts = full_bank_patch_scores(pc.config, run_context(p, dataset, pc), manifest.paths("train"),
-                                           [manifest.paths("validation"), manifest.paths("test")])
+    scores, facts = full_bank_scores(pc.config, run_context(p, dataset, pc), manifest.paths("train"),
+                                     [manifest.paths("validation"), manifest.paths("test")])
     model.patch_scores.update(scores)
     model.patch_bank = facts
 

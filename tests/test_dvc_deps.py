@@ -141,7 +141,7 @@ def test_a_removed_dep_is_reported():
 def test_closure_follows_lazy_and_relative_imports():
     files = required_files("ad-pipeline --quiet run patchcore x")
     assert Path("stages/run_method.py") in files  # cli.py imports it inside `run_method`
-    assert Path("ad_pipeline/methods/patchcore/knn.py") in files  # via the registry entry
+    assert Path("ad_pipeline/components/knn.py") in files  # via the registry entry
     assert Path("ad_pipeline/methods/csad/method.py") not in files
 
 

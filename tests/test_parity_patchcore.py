@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from ad_pipeline.backbones import build_backbone
+from ad_pipeline.components.coreset import greedy_coreset
 from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.patchcore import method as patchcore_method
-from ad_pipeline.methods.patchcore.coreset import greedy_coreset
 from ad_pipeline.methods.patchcore.method import PatchCore, PatchCoreConfig
 from tests.parity_patchcore_common import BACKBONE, CORESET_RATIO, SEED, config, write_dataset
 
@@ -72,10 +72,10 @@ def test_patchcore_matches_official(official, dataset, tag, switches, tmp_path):
     assert rel(feats[..., ::16], official[f"test_features_{other}"]) > 1e-2  # bn_warmup matters
     train_feats = method.embed(train).flatten(0, 2)
     picks = torch.from_numpy(official[f"coreset_{tag}"])
-    assert torch.equal(method.memory_bank, train_feats[picks])  # the same rows, in the same order
+    assert torch.equal(method.memory.bank, train_feats[picks])  # the same rows, in the same order
     seeded = greedy_coreset(train_feats, CORESET_RATIO, seed=SEED)  # our default draws: other rows
     assert len(np.intersect1d(seeded, picks)) < len(picks)
-    patch, _ = method._patch_and_image_scores(feats)
+    patch, _ = method.memory.scores(feats)
     assert rel(patch, official[f"patch_scores_{tag}"]) < 1e-4
     scores = method.score(test)
     assert rel(scores.maps, official[f"maps_{tag}"]) < 1e-4

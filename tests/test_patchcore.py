@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -12,12 +13,13 @@ from PIL import Image
 from pydantic import ValidationError
 from sklearn.metrics import roc_auc_score
 
+from ad_pipeline.components.coreset import greedy_coreset, literal_greedy_coreset
+from ad_pipeline.components.knn import build_index
+from ad_pipeline.components.memory_bank import MemoryBank
+from ad_pipeline.components.patches import PatchAggregator, pool_to
 from ad_pipeline.errors import ArtifactError, UserError
 from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.patchcore import PatchCore, PatchCoreConfig
-from ad_pipeline.methods.patchcore.coreset import greedy_coreset, literal_greedy_coreset
-from ad_pipeline.methods.patchcore.knn import nearest_sq_distances
-from ad_pipeline.methods.patchcore.model import PatchAggregator, pool_to
 
 
 def test_adaptive_pooling_bins_follow_floor_ceil_formula():
@@ -68,13 +70,14 @@ def test_coreset_edge_cases():
 def test_knn_equals_brute_force_cdist(backend):
     g = torch.Generator().manual_seed(1)
     queries, bank = torch.randn(300, 32, generator=g), torch.randn(500, 32, generator=g)
-    d, idx = nearest_sq_distances(queries, bank, 3, backend=backend, chunk_elements=500 * 7)  # torch: 43 chunks
+    options = {} if backend == "faiss" else {"chunk_elements": 500 * 7}  # torch: 43 chunks
+    d, idx = build_index(bank, backend, **options).search(queries, 3)
     brute = torch.cdist(queries.double(), bank.double()) ** 2
     ref = torch.topk(brute, 3, dim=1, largest=False)
     assert torch.equal(idx, ref.indices)
     torch.testing.assert_close(d.double(), ref.values, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="fewer than k=3"):
-        nearest_sq_distances(queries, bank[:2], 3)
+        build_index(bank[:2], backend).search(queries, 3)
 
 
 def _texture(rng: np.random.Generator, size: int = 64) -> np.ndarray:
@@ -151,7 +154,7 @@ def test_save_load_round_trip_and_determinism(synthetic, fitted, tmp_path):
 
     refit = PatchCore(PatchCoreConfig(**TINY), CTX)
     refit.fit(paths["train"], [])
-    assert torch.equal(refit.memory_bank, fitted.memory_bank)
+    assert torch.equal(refit.memory.bank, fitted.memory.bank)
 
     with pytest.raises(ArtifactError, match="fitted with config"):
         PatchCore.load(tmp_path, PatchCoreConfig(**(TINY | {"gaussian_sigma": 2.0})), CTX)
@@ -160,11 +163,12 @@ def test_save_load_round_trip_and_determinism(synthetic, fitted, tmp_path):
 def test_reweighting_lowers_scores_and_stays_finite(synthetic, fitted):
     paths, labels, _ = synthetic
     plain = fitted.score(paths["test"]).scores
-    fitted.cfg = PatchCoreConfig(**(TINY | {"reweight": True}))
+    memory = fitted.memory
+    fitted.memory = MemoryBank(memory.bank, dataclasses.replace(memory.scoring, reweight=True))
     try:
         weighted = fitted.score(paths["test"]).scores
     finally:
-        fitted.cfg = PatchCoreConfig(**TINY)
+        fitted.memory = memory
     assert np.isfinite(weighted).all() and (weighted < plain).all() and (weighted > 0).all()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ad_pipeline.methods.patchcore.knn import KnnIndex, PrunedKnnIndex, build_index, nearest_sq_distances
+from ad_pipeline.components.knn import KnnIndex, PrunedKnnIndex, build_index
 
 
 # float32 ‖q‖² + ‖m‖² − 2qᵀm (as faiss computes it) is off by ~1e-6 of the squared norms (~600 here)
@@ -55,10 +55,8 @@ def test_pruned_search_mixes_pruned_and_brute_force_groups():
     centres = 3 * torch.randn(8, 32, generator=g)
     bank = clustered(2500, centres, g)
     queries = torch.cat([clustered(400, centres, g), 10 * torch.randn(100, 32, generator=g)])  # outliers last
-    assert_exact_knn(*nearest_sq_distances(queries, bank, 1, backend="pruned", chunk_elements=2500 * 128),
-                     queries, bank)
     index = PrunedKnnIndex(bank, dims=8, chunk_elements=2500 * 128)
-    index.search(queries, 1)
+    assert_exact_knn(*index.search(queries, 1), queries, bank)
     assert 0 < index.stats.brute_force_groups < index.stats.groups
 
 
@@ -81,8 +79,9 @@ def test_index_is_built_once_and_round_trips_through_save_load(backend, tmp_path
     assert_exact_knn(*first, queries, bank)
     second = index.search(queries[:7], 3)  # the same object serves many searches
     assert torch.equal(second[1], first[1][:7])
-    index.save(tmp_path / "bank.npy")
-    loaded = KnnIndex.load(tmp_path / "bank.npy")
+    index.save(tmp_path / "index")
+    assert sorted(p.name for p in (tmp_path / "index").iterdir()) == ["knn_bank.npy", "knn_index.json"]
+    loaded = KnnIndex.load(tmp_path / "index")
     assert type(loaded) is type(index) and loaded.options == index.options
     again = loaded.search(queries, 3)
     assert torch.equal(again[0], first[0]) and torch.equal(again[1], first[1])

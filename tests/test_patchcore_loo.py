@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from ad_pipeline.components.coreset import greedy_coreset
+from ad_pipeline.components.knn import build_index, search_excluding
+from ad_pipeline.components.memory_bank import MemoryBank
 from ad_pipeline.errors import UserError
 from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.patchcore import PatchCore, PatchCoreConfig
-from ad_pipeline.methods.patchcore.coreset import greedy_coreset
-from ad_pipeline.methods.patchcore.knn import nearest_sq_distances_excluding
 from tests.helpers import write_random_images
 
 CTX = RunContext(seed=0, pretrained="false", progress=False)
@@ -30,11 +31,12 @@ def test_excluding_knn_hand_computed():
     bank = torch.tensor([[0.0], [1.0], [2.0], [10.0]])
     bank_owner = torch.tensor([0, 0, 1, 1])
     queries = torch.tensor([[0.4], [1.9], [0.4]])
-    sq, idx = nearest_sq_distances_excluding(queries, bank, 2, torch.tensor([0, 1, 2]), bank_owner)
+    index = build_index(bank)
+    sq, idx = search_excluding(index, queries, 2, torch.tensor([0, 1, 2]), bank_owner)
     assert idx.tolist() == [[2, 3], [1, 0], [0, 1]]
     torch.testing.assert_close(sq, torch.tensor([[2.56, 92.16], [0.81, 3.61], [0.16, 0.36]]))
     with pytest.raises(ValueError, match="fewer than k=3"):
-        nearest_sq_distances_excluding(queries, bank, 3, torch.tensor([0, 1, 2]), bank_owner)
+        search_excluding(index, queries, 3, torch.tensor([0, 1, 2]), bank_owner)
 
 
 @pytest.mark.parametrize("extra", [{}, {"num_neighbors": 3}, {"coreset_ratio": 1.0}, {"knn_backend": "pruned"}])
@@ -48,7 +50,7 @@ def test_train_loo_equals_brute_force_without_own_patches(train_images, extra):
     per_image = feats.shape[1] * feats.shape[2]
     flat = feats.flatten(0, 2)
     keep = greedy_coreset(flat.float(), cfg.coreset_ratio, projection_dim=cfg.projection_dim, seed=CTX.seed)
-    assert torch.equal(method.memory_bank, flat[keep].float())
+    assert torch.equal(method.memory.bank, flat[keep].float())
     source = keep // per_image
     expected = []
     for i in range(len(train_images)):
@@ -65,10 +67,10 @@ def test_train_loo_with_reweighting_equals_scoring_against_the_reduced_bank(trai
     method = PatchCore(tiny(reweight=True, reweight_neighbors=4), CTX)
     method.fit(train_images, [])
     loo = method.train_loo_scores()
-    full_bank, source = method.memory_bank, method._bank_source
+    full_bank, source = method.memory.bank, method.memory.source
     expected = []
     for i, path in enumerate(train_images):
-        method.memory_bank = full_bank[source != i]
+        method.memory = MemoryBank(full_bank[source != i], method.scoring)
         expected.append(method.score([path]).scores[0])
     np.testing.assert_allclose(loo, expected, rtol=1e-5)
 

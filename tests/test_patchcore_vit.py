@@ -32,7 +32,7 @@ def test_dinov2_patchcore_fits_scores_and_is_deterministic(images):
     first = method.score(images[4:])
     assert first.scores.shape == (2,) and first.maps.shape == (2, 56, 56)
     assert np.isfinite(first.scores).all() and np.isfinite(first.maps).all() and (first.scores > 0).all()
-    assert method.memory_bank.shape == (4 * 16 // 2, 32)  # 4 images × 4×4 tokens, half kept
+    assert method.memory.bank.shape == (4 * 16 // 2, 32)  # 4 images × 4×4 tokens, half kept
     again = PatchCore(tiny("dinov2_vits14", 56), CTX)
     again.fit(images[:4], [])
     second = again.score(images[4:])
@@ -48,7 +48,7 @@ def test_vit_tokens_are_laid_out_row_major_on_the_patch_grid(images):
     with torch.inference_mode():
         tokens = method.backbone(x, [1, 3])
     grids = [tokens[b].reshape(2, 3, 3, -1).permute(0, 3, 1, 2) for b in (1, 3)]
-    expected = method.aggregator(grids)
+    expected = method.features.aggregator(grids)
     torch.testing.assert_close(method.embed(images[:2]), expected)
     assert expected.shape == (2, 3, 3, 32)
 

@@ -22,10 +22,10 @@ from ad_pipeline.methods.psad.method import (
     normal_subset,
     save_part_segmenter,
 )
-from ad_pipeline.methods.psad.patch_bank import full_bank_patch_scores
 from ad_pipeline.methods.psad.preprocess import PreprocessConfig, polygons_to_mask, preprocess, preprocess_label
 from ad_pipeline.segmentation.models import ResidualCoordSegmenter
 from ad_pipeline.segmentation.train import PSAD_FEWSHOT, PSAD_RETRAIN, SegTrainConfig, train_segmentation
+from stages.psad import full_bank_scores
 
 
 def test_crop_resize_pad_is_identical_for_image_and_label():
@@ -121,7 +121,7 @@ def test_psad_second_stage_and_full_patch_bank_end_to_end(tmp_path):
     assert len(history) == 1
     pc = PatchCoreConfig(backbone="resnet18", resize=32, image_size=32, pretrain_embed_dim=16, target_embed_dim=16,
                          coreset_ratio=0.1)
-    scores, facts = full_bank_patch_scores(pc, ctx, x_paths[:5], [x_paths[5:]])
+    scores, facts = full_bank_scores(pc, ctx, x_paths[:5], [x_paths[5:]])
     assert facts["coreset_ratio"] == 1.0 and facts["memory_bank_size"] == 5 * 4 * 4
     method = PSAD(cfg, ctx)
     method.patch_scores, method.patch_bank = scores, facts

@@ -17,6 +17,7 @@ from pydantic import Field
 from torch import nn
 from tqdm import tqdm
 
+from ad_pipeline.components.patches import PatchAggregator
 from ad_pipeline.components.student_teacher.data import grayscale_where, load_unit, normalize, shuffled_batches
 from ad_pipeline.components.student_teacher.pdn import TEACHER_CHANNELS, PDN, ModelSize
 from ad_pipeline.components.student_teacher.train import channel_mean_std
@@ -63,11 +64,9 @@ class TeacherState:
 class PatchDescriptorTarget(nn.Module):
     """Backbone feature maps → PatchCore-style descriptor [B,out_dim,h,w] (h,w: first layer's grid).
 
-    Per layer: 3×3 neighbourhoods (unfold, padding 1) → C·9 values per position (channel-major),
-    deeper layers bilinearly resized to the first layer's grid, each vector adaptively
-    average-pooled to ``layer_dim``; the layer vectors are concatenated and pooled to
-    ``out_dim``. Memory: one image at a time, ≈ 4·h·w·C·9 bytes for the widest layer
-    (≈150 MB for WRN-101 layer3 at 512×512 input).
+    ``PatchAggregator`` with 3×3 neighbourhoods, per-layer pooling to ``layer_dim`` and ``out_dim``
+    outputs. Memory: one image at a time, ≈ 4·h·w·C·9 bytes for the widest layer (≈150 MB for
+    WRN-101 layer3 at 512×512 input).
     """
 
     def __init__(self, features: FeatureFn, layers: Sequence[str], layer_dim: int = 1024,
@@ -75,8 +74,7 @@ class PatchDescriptorTarget(nn.Module):
         super().__init__()
         self.features = features
         self.layers = tuple(layers)
-        self.layer_dim = layer_dim
-        self.out_dim = out_dim
+        self.aggregate = PatchAggregator(3, layer_dim, out_dim)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,19 +82,7 @@ class PatchDescriptorTarget(nn.Module):
 
     def _one(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.features(x, self.layers)
-        h, w = feats[self.layers[0]].shape[-2:]
-        pooled = []
-        for name in self.layers:
-            f = feats[name]
-            c, fh, fw = f.shape[1:]
-            patches = F.unfold(f, kernel_size=3, padding=1).view(1, c * 9, fh, fw)
-            if (fh, fw) != (h, w):
-                patches = F.interpolate(patches, size=(h, w), mode="bilinear", align_corners=False)
-            vectors = patches.flatten(2).transpose(1, 2).reshape(h * w, 1, c * 9)
-            pooled.append(F.adaptive_avg_pool1d(vectors, self.layer_dim))
-        stacked = torch.cat(pooled, dim=2)  # [h·w, 1, L·layer_dim]
-        out = F.adaptive_avg_pool1d(stacked, self.out_dim).view(h, w, self.out_dim)
-        return out.permute(2, 0, 1).unsqueeze(0)
+        return self.aggregate([feats[name] for name in self.layers]).permute(0, 3, 1, 2)
 
 
 class TargetCache:

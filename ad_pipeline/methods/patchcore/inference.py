@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ad_pipeline.components.patches import pool_to
 from ad_pipeline.export.inference import Inference, Normalize, NotExportable
 from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.patchcore.method import PatchCore, PatchCoreConfig
-from ad_pipeline.methods.patchcore.model import pool_to
 
 MAX_GRAPH_BANK = 50_000
 GAUSSIAN_TRUNCATE = 4.0  # scipy.ndimage.gaussian_filter's default
@@ -79,7 +79,7 @@ class PatchCoreInference(nn.Module):
         spec = method.backbone.spec
         self.normalize = Normalize(spec.mean, spec.std)
         self.backbone = method.backbone.cpu().eval()
-        self.aggregator = method.aggregator
+        self.aggregator = method.features.aggregator
         self.layers = list(method.layers)
         self.grid = method.backbone.grid_size(cfg.image_size) if spec.is_vit else None
         with torch.no_grad():
@@ -89,7 +89,7 @@ class PatchCoreInference(nn.Module):
                                + [(len(channels) * agg.pretrain_embed_dim, agg.target_embed_dim)])
         self.k = cfg.num_neighbors
         self.size = cfg.image_size
-        bank = method.memory_bank.float().contiguous()
+        bank = method.memory.bank.float().contiguous()
         self.register_buffer("bank_t", bank.T.contiguous())  # [D, M]
         self.register_buffer("bank_sq", (bank * bank).sum(dim=1))  # [M]
         self.blur = GaussianBlur(cfg.gaussian_sigma, cfg.image_size) if cfg.gaussian_sigma > 0 else None
@@ -121,8 +121,8 @@ def build(model_dir: Path, cfg: PatchCoreConfig, ctx: RunContext) -> Inference:
         raise NotExportable("PatchCore's re-weighted image score (reweight: true) is not in the export graph",
                             fix="export a model fitted with patchcore.reweight: false")
     method = PatchCore.load(model_dir, cfg, ctx)
-    if method.memory_bank.shape[0] > MAX_GRAPH_BANK:
-        raise NotExportable(f"memory bank of {method.memory_bank.shape[0]} rows is too large for the in-graph kNN "
+    if method.memory.bank.shape[0] > MAX_GRAPH_BANK:
+        raise NotExportable(f"memory bank of {method.memory.bank.shape[0]} rows is too large for the in-graph kNN "
                             f"(limit {MAX_GRAPH_BANK})", path=model_dir,
                             fix="lower patchcore.coreset_ratio for a deployable model")
     return Inference(PatchCoreInference(method), resize=cfg.resize, crop=cfg.image_size)

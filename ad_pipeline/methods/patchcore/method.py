@@ -12,14 +12,14 @@ import torch.nn.functional as F
 from pydantic import Field
 from scipy.ndimage import gaussian_filter
 
-from ad_pipeline.backbones import FAMILIES, Backbone, BackboneSpec, build_backbone, extract_features, require_family
+from ad_pipeline.backbones import FAMILIES, Backbone, BackboneSpec, build_backbone, require_family
 from ad_pipeline.backbones.base import Layer
+from ad_pipeline.components.coreset import greedy_coreset
+from ad_pipeline.components.memory_bank import KnnScoring, MemoryBank
+from ad_pipeline.components.patches import PatchAggregator, PatchFeatures
 from ad_pipeline.errors import ArtifactError, UserError
 from ad_pipeline.io import read_json, save_npy, write_json
 from ad_pipeline.methods.base import AnomalyMethod, MethodConfig, RunContext, Scores
-from ad_pipeline.methods.patchcore.coreset import greedy_coreset
-from ad_pipeline.methods.patchcore.knn import KnnIndex, build_index, search_excluding
-from ad_pipeline.methods.patchcore.model import PatchAggregator
 
 
 class PatchCoreConfig(MethodConfig):
@@ -34,7 +34,7 @@ class PatchCoreConfig(MethodConfig):
     as faiss returns them in the reference; image score = max patch score, or the paper's
     re-weighted max with ``reweight`` (over ``reweight_neighbors`` = b neighbours). Maps: bilinear
     to ``image_size`` then Gaussian ``gaussian_sigma`` (pixels). ``knn_backend``: exact search as in
-    ``knn.nearest_sq_distances`` ("pruned" is ~4x faster on real CNN features, see bench/patchcore.py).
+    ``components.knn`` ("pruned" is ~4x faster on real CNN features, see bench/patchcore.py).
     ``backbone``/``device`` None → run context.
 
     Switches restoring the reference's behaviour (docs/parity.md): ``coreset_rng="global"`` draws
@@ -111,34 +111,19 @@ class PatchCore(AnomalyMethod):
         self.layers = auto_layers(spec) if cfg.layers == "auto" else list(cfg.layers)
         if cfg.bn_warmup:
             warm_up_batchnorm(self.backbone, self.layers, cfg.image_size)
-        self.aggregator = PatchAggregator(cfg.patch_size, cfg.pretrain_embed_dim, cfg.target_embed_dim)
-        self.memory_bank: torch.Tensor | None = None  # [n_coreset, target_embed_dim] float32
+        self.features = PatchFeatures(self.backbone, self.layers,
+                                      PatchAggregator(cfg.patch_size, cfg.pretrain_embed_dim, cfg.target_embed_dim),
+                                      resize=cfg.resize, image_size=cfg.image_size, batch_size=cfg.batch_size,
+                                      cache_dir=ctx.cache_dir, progress=ctx.progress)
+        self.scoring = KnnScoring(cfg.num_neighbors, cfg.reweight, cfg.reweight_neighbors, cfg.knn_backend,
+                                  str(self.device))
+        self.memory: MemoryBank | None = None  # bank [n_coreset, target_embed_dim] float32 (+ source ids after fit)
         self.bank_size = 0
-        # kept by fit for train_loo_scores: the train images and the image index of every bank row [n_coreset]
-        self._train: list[Path] | None = None
-        self._bank_source: torch.Tensor | None = None
-        self._index: tuple[torch.Tensor, str, KnnIndex] | None = None  # (bank it indexes, backend, index)
+        self._train: list[Path] | None = None  # kept by fit for train_loo_scores
 
     def embed(self, paths: Sequence[Path]) -> torch.Tensor:
-        """Patch features [N, h, w, target_embed_dim]: h = w = image_size / 8 for stride-8 CNN layers,
-        the token grid image_size / patch_size for ViTs."""
-        maps = self._backbone_maps(paths)
-        return torch.cat([self._aggregate(maps, slice(i, i + self.cfg.batch_size))
-                          for i in range(0, len(paths), self.cfg.batch_size)])
-
-    def _backbone_maps(self, paths: Sequence[Path]) -> dict[Layer, torch.Tensor]:
-        """Raw backbone outputs of ``paths``: CNN {layer: [N, C, h, w]}, ViT {block: [N, h*w, C]}."""
-        cfg = self.cfg
-        return extract_features(self.backbone, paths, size=cfg.resize, crop=cfg.image_size, layers=self.layers,
-                                batch_size=cfg.batch_size, cache_dir=self.ctx.cache_dir, progress=self.ctx.progress)
-
-    def _aggregate(self, maps: dict[Layer, torch.Tensor], rows: slice) -> torch.Tensor:
-        """Patch features [n, h, w, target_embed_dim] of the images ``rows`` of ``maps``."""
-        grids = [maps[layer][rows] for layer in self.layers]
-        if self.backbone.spec.is_vit:  # tokens [n, h*w, C] -> [n, C, h, w] on the ViT's grid
-            h, w = self.backbone.grid_size(self.cfg.image_size)
-            grids = [tokens.transpose(1, 2).unflatten(2, (h, w)) for tokens in grids]
-        return self.aggregator(grids)
+        """Patch features [N, h, w, target_embed_dim] (see ``PatchFeatures``)."""
+        return self.features(paths)
 
     def fit(self, train: Sequence[Path], validation: Sequence[Path]) -> None:
         feats = self.embed(train)
@@ -148,15 +133,14 @@ class PatchCore(AnomalyMethod):
         keep = greedy_coreset(feats, self.cfg.coreset_ratio, projection_dim=self.cfg.projection_dim,
                               num_starting_points=self.cfg.num_starting_points, seed=self.ctx.seed,
                               rng=self.cfg.coreset_rng, progress=self.ctx.progress)
-        self.memory_bank = feats[keep].contiguous()
+        self.memory = MemoryBank(feats[keep].contiguous(), self.scoring, source=keep // patches_per_image)
         self._train = list(train)
-        self._bank_source = keep // patches_per_image
 
     def score(self, images: Sequence[Path]) -> Scores:
-        if self.memory_bank is None:
+        if self.memory is None:
             raise RuntimeError("PatchCore.score called before fit/load")
         cfg = self.cfg
-        patch, scores = self._patch_and_image_scores(self.embed(images))
+        patch, scores = self.memory.scores(self.embed(images))
         maps = F.interpolate(patch[:, None], size=(cfg.image_size, cfg.image_size), mode="bilinear",
                              align_corners=False)[:, 0].numpy()
         if cfg.gaussian_sigma > 0:
@@ -172,78 +156,28 @@ class PatchCore(AnomalyMethod):
         when ``cache_dir`` is set) and aggregated ``batch_size`` images at a time. Memory: the raw
         backbone maps of the train set, the bank, and one chunk's features and kNN lists.
         """
-        if self._train is None or self._bank_source is None:
+        if self._train is None:
             raise RuntimeError("PatchCore.train_loo_scores needs fit in the same process (not available after load)")
         if len(self._train) < 2:
             raise UserError(f"leave-one-out train scores need at least 2 train images, got {len(self._train)}",
                             path=self._train[0] if self._train else None, fix="add normal train images")
-        maps = self._backbone_maps(self._train)
+        maps = self.features.backbone_maps(self._train)
         scores = []
         for start in range(0, len(self._train), self.cfg.batch_size):
-            feats = self._aggregate(maps, slice(start, start + self.cfg.batch_size))
-            owners = torch.arange(start, start + feats.shape[0])
-            scores.append(self._patch_and_image_scores(feats, owners)[1])
+            feats = self.features.aggregate(maps, slice(start, start + self.cfg.batch_size))
+            scores.append(self.memory.scores(feats, torch.arange(start, start + feats.shape[0]))[1])
         scores = np.concatenate(scores)
         _require_finite(scores)
         return scores
-
-    def _patch_and_image_scores(self, feats: torch.Tensor,
-                                owners: torch.Tensor | None = None) -> tuple[torch.Tensor, np.ndarray]:
-        """Patch scores [n, h, w] (CPU) and image scores [n] float32 of features [n, h, w, D].
-
-        With ``owners`` [n] (train image ids), image j is matched only against bank rows whose
-        source image is not ``owners[j]`` (leave-one-out)."""
-        n, h, w, d = feats.shape
-        bank = self.memory_bank.to(self.device)
-        query_owner = None if owners is None else owners.repeat_interleave(h * w)
-        sq, idx = self._nearest(feats.reshape(-1, d).to(self.device), self.cfg.num_neighbors, query_owner)
-        patch = sq.mean(dim=1).reshape(n, h, w).cpu()
-        if self.cfg.reweight:
-            scores = self._reweighted(feats.reshape(n, h * w, d), patch.reshape(n, -1), idx[:, 0].reshape(n, -1),
-                                      bank, owners)
-        else:
-            scores = patch.flatten(1).amax(dim=1)
-        return patch, scores.numpy().astype(np.float32)
-
-    def _bank_index(self) -> KnnIndex:
-        """The kNN index of the current memory bank, built on first use and kept."""
-        backend = self.cfg.knn_backend
-        if self._index is None or self._index[0] is not self.memory_bank or self._index[1] != backend:
-            self._index = (self.memory_bank, backend, build_index(self.memory_bank.to(self.device), backend))
-        return self._index[2]
-
-    def _nearest(self, queries: torch.Tensor, k: int,
-                 query_owner: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        if query_owner is None:
-            return self._bank_index().search(queries, k)
-        return search_excluding(self._bank_index(), queries, k, query_owner, self._bank_source)
-
-    def _reweighted(self, feats: torch.Tensor, patch: torch.Tensor, nearest: torch.Tensor, bank: torch.Tensor,
-                    owners: torch.Tensor | None) -> torch.Tensor:
-        """Paper eq. 7: s = (1 − exp‖t−m*‖ / Σ_{m∈N_b(m*)} exp‖t−m‖) · s*, t = the max-scoring test patch,
-        m* its nearest bank feature, N_b(m*) the b nearest bank features of m* (m* included; with
-        ``owners``, among the rows not excluded for that image)."""
-        worst = patch.argmax(dim=1)  # [N]
-        rows = torch.arange(feats.shape[0])
-        t = feats[rows, worst].to(bank.device).float()  # [N, D]
-        m_star = bank[nearest[rows, worst]]  # [N, D]
-        available = bank.shape[0]
-        if owners is not None:
-            available -= int(torch.bincount(self._bank_source, minlength=int(owners.max()) + 1)[owners].max())
-        _, neigh = self._nearest(m_star, min(self.cfg.reweight_neighbors, available), owners)
-        d_neigh = (t[:, None, :] - bank[neigh]).norm(dim=-1).double()  # [N, b]
-        d_star = (t - m_star).norm(dim=-1).double()
-        share = 1.0 / torch.exp(d_neigh - d_star[:, None]).sum(dim=1)  # exp(d*)/Σexp(d), overflow-safe
-        return ((1 - share) * patch[rows, worst].double()).float().cpu()
 
     def _state(self) -> dict[str, Any]:
         return {"backbone": self.backbone.spec.name, "weights": self.backbone.weights, "layers": self.layers,
                 "seed": self.ctx.seed, "bank_size": self.bank_size, "config": self.cfg.model_dump()}
 
     def save(self, model_dir: Path) -> None:
-        if self.memory_bank is None:
+        if self.memory is None:
             raise RuntimeError("PatchCore.save called before fit")
-        save_npy(Path(model_dir) / "memory_bank.npy", self.memory_bank.cpu().numpy())
+        save_npy(Path(model_dir) / "memory_bank.npy", self.memory.bank.cpu().numpy())
         write_json(Path(model_dir) / "patchcore.json", self._state())
 
     @classmethod
@@ -263,14 +197,14 @@ class PatchCore(AnomalyMethod):
         if bank.ndim != 2 or bank.shape[1] != cfg.target_embed_dim:
             raise ArtifactError(f"memory bank has shape {bank.shape}, expected [n, {cfg.target_embed_dim}]",
                                 path=bank_file, fix="re-run the patchcore stage")
-        method.memory_bank = torch.from_numpy(bank)
+        method.memory = MemoryBank(torch.from_numpy(bank), method.scoring)
         method.bank_size = int(saved["bank_size"])
         return method
 
     def meta(self) -> dict[str, Any]:
         return {"backbone": self.backbone.spec.name, "weights": self.backbone.weights, "layers": self.layers,
                 "memory_bank_size": self.bank_size,
-                "coreset_size": 0 if self.memory_bank is None else int(self.memory_bank.shape[0])}
+                "coreset_size": 0 if self.memory is None else int(self.memory.bank.shape[0])}
 
 
 def _require_finite(*arrays: np.ndarray) -> None:

@@ -42,6 +42,7 @@ DEFAULT_CHUNK_ELEMENTS = 1 << 24  # 16M floats = 64 MiB distance block
 # expanded distances is ~1e-6 of that scale, so the margin keeps the search exact at the cost of a
 # few extra candidates.
 REL_TOL = 1e-4
+BANK_FILE, META_FILE = "knn_bank.npy", "knn_index.json"
 
 
 class KnnIndex:
@@ -68,20 +69,21 @@ class KnnIndex:
             raise ValueError(f"memory bank has {m} rows, fewer than k={k}")
         return m
 
-    def save(self, path: str | Path) -> None:
-        """``<path>`` (.npy bank) + ``<path>.json`` (backend and options); atomic writes."""
-        path = Path(path)
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    def save(self, directory: str | Path) -> None:
+        """``<directory>/knn_bank.npy`` (the bank) + ``knn_index.json`` (backend and options); atomic writes."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(directory / BANK_FILE) as tmp, open(tmp, "wb") as f:
             np.save(f, self.bank.cpu().numpy(), allow_pickle=False)
-        with atomic_path(path.with_name(path.name + ".json")) as tmp:
+        with atomic_path(directory / META_FILE) as tmp:
             tmp.write_text(json.dumps({"kind": self.kind, "options": self.options}))
 
     @staticmethod
-    def load(path: str | Path, device: str | torch.device = "cpu") -> KnnIndex:
+    def load(directory: str | Path, device: str | torch.device = "cpu") -> KnnIndex:
         """The index written by ``save`` (rebuilt from its bank: every backend is deterministic)."""
-        path = Path(path)
-        meta = json.loads(path.with_name(path.name + ".json").read_text())
-        bank = torch.from_numpy(np.load(path, allow_pickle=False)).to(device)
+        directory = Path(directory)
+        meta = json.loads((directory / META_FILE).read_text())
+        bank = torch.from_numpy(np.load(directory / BANK_FILE, allow_pickle=False)).to(device)
         return INDEXES[meta["kind"]](bank, **meta["options"])
 
 
@@ -260,17 +262,6 @@ def _backend(bank: torch.Tensor, backend: str) -> str:
     return backend
 
 
-def nearest_sq_distances(queries: torch.Tensor, bank: torch.Tensor, k: int = 1, *, backend: str = "auto",
-                         chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
-    """One-off search of a fresh index of ``bank``; ``chunk_elements`` sizes the torch and pruned
-    blocks (faiss blocks its search internally)."""
-    if bank.shape[0] < k:
-        raise ValueError(f"memory bank has {bank.shape[0]} rows, fewer than k={k}")
-    backend = _backend(bank, backend)
-    options = {} if backend == "faiss" else {"chunk_elements": chunk_elements}
-    return build_index(bank, backend, **options).search(queries, k)
-
-
 def search_excluding(index: KnnIndex, queries: torch.Tensor, k: int, query_owner: torch.Tensor,
                      bank_owner: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """As ``index.search``, but query i never matches a bank row with ``bank_owner == query_owner[i]``.
@@ -290,10 +281,3 @@ def search_excluding(index: KnnIndex, queries: torch.Tensor, k: int, query_owner
     excluded = bank_owner.to(idx.device)[idx] == query_owner.to(idx.device)[:, None]  # [Q, K]
     order = torch.sort(excluded.to(torch.uint8), dim=1, stable=True).indices[:, :k]  # allowed first, by distance
     return sq.gather(1, order), idx.gather(1, order)
-
-
-def nearest_sq_distances_excluding(queries: torch.Tensor, bank: torch.Tensor, k: int, query_owner: torch.Tensor,
-                                   bank_owner: torch.Tensor, *,
-                                   backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
-    """One-off ``search_excluding`` against a fresh index of ``bank``."""
-    return search_excluding(build_index(bank, backend), queries, k, query_owner, bank_owner)
