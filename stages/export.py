@@ -24,7 +24,7 @@ import torch
 from ad_pipeline.data.manifest import Manifest
 from ad_pipeline.export.compare import ParityError, latency_ms, max_abs_diff, max_rel_diff, run_images, torch_runner
 from ad_pipeline.export.formats import FORMATS, export_formats, installed_formats, load_runner
-from ad_pipeline.export.inference import Inference, inference_module, load_inputs
+from ad_pipeline.export.inference import Inference, inference_module
 from ad_pipeline.io import atomic_dir, read_json, read_scores, write_json
 from ad_pipeline.methods.registry import NOT_EXPORTABLE, get_method, method_names
 from ad_pipeline.metrics.evaluate import evaluate_category
@@ -65,7 +65,8 @@ def export_category(p: BaseParams, method: str, dataset: str, manifest: Manifest
     test = manifest.paths("test")
     stage_scores, _ = read_scores(model_dir, "test", manifest.fingerprint("test"), with_maps=False)
     reference = torch_runner(inference.module)
-    ref_maps, ref_scores = run_images(reference, test, inference.resize, inference.crop)
+    sides = [g.size for g in inference.inputs]
+    ref_maps, ref_scores = run_images(reference, test, inputs=inference.inputs)
     threshold_file = model_dir / "threshold.json"
     meta = read_json(model_dir / "meta.json")
     base = {"method": method, "category": manifest.category, "pytorch_auroc": image_aurocs(manifest, stage_scores)}
@@ -73,9 +74,9 @@ def export_category(p: BaseParams, method: str, dataset: str, manifest: Manifest
                     "max_abs_diff_map": None, "max_rel_diff_map": None,
                     "max_abs_diff_score": max_abs_diff(ref_scores, stage_scores),
                     "max_rel_diff_score": max_rel_diff(ref_scores, stage_scores),
-                    "cpu_ms_per_image": round(latency_ms(reference, inference.size, LATENCY_RUNS), 2)}]
+                    "cpu_ms_per_image": round(latency_ms(reference, sides, LATENCY_RUNS), 2)}]
     try:
-        files = export_formats(inference.module, load_inputs(test[:1], inference.resize, inference.crop), out, formats)
+        files = export_formats(inference.module, inference.load(test[:1]), out, formats)
     except torch.onnx.errors.OnnxExporterError as e:
         reason = f"{type(e).__name__}: {str(e).splitlines()[0]}"
         log.warning("export@%s: %s/%s cannot be exported: %s", dataset, method, manifest.category, reason)
@@ -87,13 +88,13 @@ def export_category(p: BaseParams, method: str, dataset: str, manifest: Manifest
         "files": {name: path.name for name, path in files.items()}})
     for name, path in files.items():
         runner = load_runner(path, THREADS)
-        maps, scores = run_images(runner, test, inference.resize, inference.crop)
+        maps, scores = run_images(runner, test, inputs=inference.inputs)
         rows.append(base | {"format": name, "file": f"{method}/{manifest.category}/{path.name}",
                             "auroc": image_aurocs(manifest, scores), "max_abs_diff_map": max_abs_diff(maps, ref_maps),
                             "max_rel_diff_map": max_rel_diff(maps, ref_maps),
                             "max_abs_diff_score": max_abs_diff(scores, ref_scores),
                             "max_rel_diff_score": max_rel_diff(scores, ref_scores),
-                            "cpu_ms_per_image": round(latency_ms(runner, inference.size, LATENCY_RUNS), 2)})
+                            "cpu_ms_per_image": round(latency_ms(runner, sides, LATENCY_RUNS), 2)})
     return rows, None
 
 

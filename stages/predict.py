@@ -91,6 +91,7 @@ def run_exported(model: Path, inputs: list[Path], out: Path, allow_resize: bool 
     ``model.json`` beside it (method, input geometry, decision threshold, training image size)."""
     from ad_pipeline.export.compare import run_images
     from ad_pipeline.export.formats import load_runner
+    from ad_pipeline.export.inference import geometries
 
     model = Path(model)
     runner = load_runner(model)
@@ -107,7 +108,7 @@ def run_exported(model: Path, inputs: list[Path], out: Path, allow_resize: bool 
     decision = info.get("decision", {})
     if decision.get("warning"):
         log.warning("WARNING %s: %s", info_file, decision["warning"])
-    maps, scores = run_images(runner, paths, info["resize"], info["crop"])
+    maps, scores = run_images(runner, paths, inputs=geometries(info))
     return write_predictions(out, paths, scores, maps, decision,
                              {"method": info["method"], "model": str(model), "weights": info.get("weights")})
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ad_pipeline.errors import LayoutError
+from ad_pipeline.errors import LayoutError, UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -61,6 +61,29 @@ def load_mask(path: str | Path) -> np.ndarray:
     if arr.dtype != np.uint8:
         arr = (arr > 0).astype(np.uint8) * 255
     return arr
+
+
+def crop_resize_pad(im: Image.Image, size: int, *, margin: int = 0, pad_square: bool = True,
+                    resample: str = "bicubic") -> Image.Image:
+    """Remove ``margin`` px from every side, then resize the longer side to ``size`` (``resample``)
+    and zero-pad to ``size × size`` with the content in the top-left corner; ``pad_square=False``
+    squashes to ``size × size`` instead (PSAD's preprocessing, psad.md §1)."""
+    w, h = im.size
+    if 2 * margin >= min(w, h):
+        raise UserError(f"crop {margin} px per side leaves nothing of a {w}×{h} image",
+                        fix="lower the crop margin or use larger images")
+    if margin:
+        im = im.crop((margin, margin, w - margin, h - margin))
+        w, h = im.size
+    if not pad_square:
+        return im.resize((size, size), _RESAMPLE[resample])
+    scale = size / max(w, h)
+    im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), _RESAMPLE[resample])
+    canvas = Image.new(im.mode, (size, size), 0)
+    if im.mode == "P":
+        canvas.putpalette(im.getpalette())
+    canvas.paste(im, (0, 0))
+    return canvas
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

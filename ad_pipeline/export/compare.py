@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ad_pipeline.export.formats import Runner
-from ad_pipeline.export.inference import load_inputs
+from ad_pipeline.export.inference import Geometry
 
 
 class ParityError(RuntimeError):
@@ -23,20 +23,21 @@ def torch_runner(module: nn.Module) -> Runner:
     module = module.eval()
 
     @torch.no_grad()
-    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        amap, score = module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+    def run(*xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        amap, score = module(*(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for x in xs))
         return amap.numpy(), score.numpy()
 
     return run
 
 
-def run_images(runner: Runner, paths: Sequence[Path], resize: int, crop: int | None = None,
-               batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+def run_images(runner: Runner, paths: Sequence[Path], resize: int | None = None, crop: int | None = None,
+               batch_size: int = 8, *, inputs: Sequence[Geometry] = ()) -> tuple[np.ndarray, np.ndarray]:
     """(maps float32 [N,h,w], scores float32 [N]) of ``paths`` loaded as ``load_inputs(paths,
-    resize, crop)``, ``batch_size`` images at a time."""
+    resize, crop)`` (or one input per ``Geometry`` of ``inputs``), ``batch_size`` images at a time."""
+    inputs = tuple(inputs) or (Geometry(resize, crop),)
     maps, scores = [], []
     for i in range(0, len(paths), batch_size):
-        amap, score = runner(load_inputs(paths[i:i + batch_size], resize, crop).numpy())
+        amap, score = runner(*(g.load(paths[i:i + batch_size]).numpy() for g in inputs))
         maps.append(np.asarray(amap, np.float32))
         scores.append(np.asarray(score, np.float32).reshape(-1))
     return np.concatenate(maps), np.concatenate(scores)
@@ -56,20 +57,24 @@ def max_rel_diff(a: np.ndarray, b: np.ndarray) -> float:
     return max_abs_diff(a, b) / max(1.0, float(np.max(np.abs(b), initial=0.0)))
 
 
-def check_parity(runner: Runner, reference: Runner, x: np.ndarray, atol: float = 1e-4) -> float:
-    """Max |runner − reference| over both outputs for input ``x``; ParityError above ``atol``."""
-    got, want = runner(x), reference(x)
+def check_parity(runner: Runner, reference: Runner, x: np.ndarray | tuple[np.ndarray, ...],
+                 atol: float = 1e-4) -> float:
+    """Max |runner − reference| over both outputs for input ``x`` (a tuple: one array per graph
+    input); ParityError above ``atol``."""
+    xs = x if isinstance(x, tuple) else (x,)
+    got, want = runner(*xs), reference(*xs)
     diff = max(max_abs_diff(np.asarray(g), np.asarray(w)) for g, w in zip(got, want))
     if not diff <= atol:
         raise ParityError(f"exported outputs differ from PyTorch by {diff:.3g} > atol {atol:g}")
     return diff
 
 
-def latency_ms(runner: Runner, size: int, runs: int = 10, seed: int = 0) -> float:
-    """Mean wall time of one [1,3,S,S] image in ms, after one warm-up run."""
-    x = np.random.default_rng(seed).random((1, 3, size, size), dtype=np.float32)
-    runner(x)
+def latency_ms(runner: Runner, size: int | Sequence[int], runs: int = 10, seed: int = 0) -> float:
+    """Mean wall time of one [1,3,S,S] image in ms (one such input per side S in ``size``), after one warm-up run."""
+    rng = np.random.default_rng(seed)
+    xs = [rng.random((1, 3, s, s), dtype=np.float32) for s in ([size] if isinstance(size, int) else size)]
+    runner(*xs)
     t0 = time.perf_counter()
     for _ in range(runs):
-        runner(x)
+        runner(*xs)
     return 1000 * (time.perf_counter() - t0) / runs

@@ -5,7 +5,8 @@ default needs ``onnxscript``, which the project does not depend on), opset 17, d
 OpenVINO IR (``.xml`` + ``.bin``) is read from that ONNX file and compiled for CPU in f32
 (OpenVINO's CPU default may run bf16 on CPUs that have it, which breaks parity).
 TFLite/LiteRT and TensorRT are not available here (see README "Exports").
-Every runner maps image float32 [B,3,S,S] → (map [B,h,w], score [B]) as numpy arrays.
+Every runner maps image float32 [B,3,S,S] (one array per graph input) → (map [B,h,w], score [B])
+as numpy arrays.
 """
 
 from __future__ import annotations
@@ -27,20 +28,27 @@ from ad_pipeline.errors import UserError
 from ad_pipeline.export.inference import INPUT_NAMES, OUTPUT_NAMES
 from ad_pipeline.io import atomic_path
 
-Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+Runner = Callable[..., tuple[np.ndarray, np.ndarray]]  # (*inputs) -> (map, score)
 OPSET = 17
 
 
-def export_onnx(module: nn.Module, example: torch.Tensor, path: str | Path, *,
-                input_names=INPUT_NAMES, output_names=OUTPUT_NAMES, dynamic_batch: bool = True,
+def graph_input_names(n: int) -> tuple[str, ...]:
+    """Names of a graph's ``n`` inputs: "image", then "image_1", "image_2", …"""
+    return INPUT_NAMES + tuple(f"{INPUT_NAMES[0]}_{i}" for i in range(1, n))
+
+
+def export_onnx(module: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...], path: str | Path, *,
+                input_names=None, output_names=OUTPUT_NAMES, dynamic_batch: bool = True,
                 opset: int = OPSET) -> Path:
-    """Export ``module`` (put in eval mode) traced on ``example`` to ``path`` (atomic write).
+    """Export ``module`` (put in eval mode) traced on ``example`` (one tensor per input) to ``path``
+    (atomic write). ``input_names``: default ``graph_input_names(len(example))``.
 
     ``dynamic_batch``: axis 0 of every input and output is symbolic ("batch")."""
     module = module.eval()
+    example = (example,) if isinstance(example, torch.Tensor) else tuple(example)
+    input_names = input_names or graph_input_names(len(example))
     axes = {name: {0: "batch"} for name in (*input_names, *output_names)} if dynamic_batch else None
     path = Path(path)
-    example = (example,) if isinstance(example, torch.Tensor) else tuple(example)
     with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter announces its deprecation
         warnings.filterwarnings("ignore", message="Constant folding")  # harmless notes on un-foldable slices
@@ -63,10 +71,10 @@ def onnx_session(onnx_path: str | Path, threads: int | None = None) -> Any:
 
 def _onnx_runner(path: Path, threads: int | None) -> Runner:
     session = onnx_session(path, threads)
-    name = session.get_inputs()[0].name
+    names = [i.name for i in session.get_inputs()]
 
-    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        amap, score = session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})
+    def run(*xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        amap, score = session.run(None, {n: np.ascontiguousarray(x, dtype=np.float32) for n, x in zip(names, xs)})
         return amap, score
 
     return run
@@ -93,8 +101,8 @@ def _openvino_runner(path: Path, threads: int | None) -> Runner:
     compiled = ov.Core().compile_model(str(path), "CPU", config)
     outputs = [compiled.output(name) for name in OUTPUT_NAMES]
 
-    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        result = compiled(np.ascontiguousarray(x, dtype=np.float32))
+    def run(*xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        result = compiled([np.ascontiguousarray(x, dtype=np.float32) for x in xs])
         return result[outputs[0]], result[outputs[1]]
 
     return run

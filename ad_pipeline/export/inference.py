@@ -3,20 +3,22 @@
 Input ``image``: float32 RGB [B,3,S,S] in [0,1], squashed (bilinear, PIL) to ``resize`` and
 center-cropped to ``crop`` (``load_inputs`` does exactly that). Outputs ``map`` float32
 [B,h,w] (higher = more anomalous) and ``score`` float32 [B], with every normalisation,
-memory bank and calibration constant inside the module as buffers.
+memory bank and calibration constant inside the module as buffers. A graph whose branches see
+the image in different geometries (PSAD: its padded part-segmenter input and PatchCore's
+squashed one) takes one such input per ``Geometry`` in ``Inference.inputs``, in that order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision.transforms.functional import center_crop
 
-from ad_pipeline.data.images import IMAGENET_MEAN, IMAGENET_STD, load_batch
+from ad_pipeline.data.images import IMAGENET_MEAN, IMAGENET_STD, crop_resize_pad, load_batch, load_rgb, normalized_batch
 from ad_pipeline.errors import UserError
 from ad_pipeline.methods.base import MethodConfig, RunContext
 from ad_pipeline.methods.registry import INFERENCE, NOT_EXPORTABLE, exportable_methods, get_method, resolve
@@ -30,21 +32,67 @@ class NotExportable(UserError):
 
 
 @dataclass(frozen=True)
+class Geometry:
+    """How one graph input [B,3,S,S] in [0,1] is made from image files: squash (PIL bilinear) to
+    ``resize`` and center-crop to ``crop`` (None = none); or, with ``pad_square``, PSAD's
+    ``crop_resize_pad`` (``margin`` px off every side, longer side to ``resize`` with ``resample``,
+    zero-padded to a square)."""
+
+    resize: int
+    crop: int | None = None
+    margin: int = 0
+    pad_square: bool = False
+    resample: str = "bilinear"
+
+    @property
+    def size(self) -> int:
+        """Side S of the square input."""
+        return self.crop or self.resize
+
+    def load(self, paths: Sequence[Path]) -> torch.Tensor:
+        if not (self.pad_square or self.margin or self.resample != "bilinear"):
+            return load_inputs(paths, self.resize, self.crop)
+        x = normalized_batch([crop_resize_pad(load_rgb(p), self.resize, margin=self.margin,
+                                              pad_square=self.pad_square, resample=self.resample) for p in paths],
+                             mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        return x if self.crop is None or self.crop == self.resize else center_crop(x, [self.crop, self.crop])
+
+
+@dataclass(frozen=True)
 class Inference:
     """A method's single-image inference: ``module`` (see the module docstring) and its input
-    geometry (``resize``: squash size; ``crop``: center crop, None = none)."""
+    geometry (``resize``: squash size; ``crop``: center crop, None = none), or ``inputs``, one
+    ``Geometry`` per module input (the first one's resize/crop are ``resize``/``crop``)."""
 
     module: nn.Module
     resize: int
     crop: int | None = None
+    inputs: tuple[Geometry, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            object.__setattr__(self, "inputs", (Geometry(self.resize, self.crop),))
+        elif (self.inputs[0].resize, self.inputs[0].crop) != (self.resize, self.crop):
+            raise ValueError(f"first input {self.inputs[0]} disagrees with resize={self.resize}, crop={self.crop}")
 
     @property
     def size(self) -> int:
-        """Side S of the module's square input."""
+        """Side S of the module's (first) square input."""
         return self.crop or self.resize
 
-    def geometry(self) -> dict[str, int | None]:
-        return {"resize": self.resize, "crop": self.crop}
+    def geometry(self) -> dict:
+        """For model.json: resize, crop and, for any other geometry, every input's ``Geometry``."""
+        simple = self.inputs == (Geometry(self.resize, self.crop),)
+        return {"resize": self.resize, "crop": self.crop} | ({} if simple else {"inputs": [asdict(g) for g in self.inputs]})
+
+    def load(self, paths: Sequence[Path]) -> tuple[torch.Tensor, ...]:
+        """The module's inputs for ``paths``."""
+        return tuple(g.load(paths) for g in self.inputs)
+
+
+def geometries(info: dict) -> tuple[Geometry, ...]:
+    """The input geometries recorded by ``Inference.geometry`` (model.json)."""
+    return tuple(Geometry(**g) for g in info["inputs"]) if "inputs" in info else (Geometry(info["resize"], info["crop"]),)
 
 
 def inference_module(name: str, model_dir: Path, cfg: MethodConfig, ctx: RunContext) -> Inference:

@@ -30,12 +30,12 @@ INFERENCE: dict[str, str] = {
     "puad": "ad_pipeline.methods.puad_inference:build",
     "csad": "ad_pipeline.methods.csad.inference:build",
     "uniad": "ad_pipeline.methods.uniad.inference:build",
+    "psad": "ad_pipeline.methods.psad.inference:build",
 }
 # Why the other methods have no such graph.
 NOT_EXPORTABLE: dict[str, str] = {
     "musc": "transductive: it scores each test image against the other test images of its batch, "
             "so there is no single-image model to export",
-    "psad": "not yet: its inference graph (part segmenter, three banks, adaptive scaling) is not written",
 }
 
 

@@ -18,10 +18,8 @@ import torch
 from PIL import Image, ImageDraw
 from pydantic import BaseModel, ConfigDict, Field
 
-from ad_pipeline.data.images import load_mask, load_rgb, normalized_batch
+from ad_pipeline.data.images import crop_resize_pad, load_mask, load_rgb, normalized_batch
 from ad_pipeline.errors import UserError
-
-_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
 
 
 class PreprocessConfig(BaseModel):
@@ -42,19 +40,8 @@ def preprocess(im: Image.Image, size: int, cfg: PreprocessConfig, *, label: bool
     if 2 * c >= min(w, h):
         raise UserError(f"preprocess crop {c} px per side leaves nothing of a {w}×{h} image",
                         fix="lower psad.preprocess.crop for this category (its profile or ad_pipeline.recipes)")
-    if c:
-        im = im.crop((c, c, w - c, h - c))
-        w, h = im.size
-    resample = Image.NEAREST if label else _RESAMPLE[cfg.resample]
-    if not cfg.pad_square:
-        return im.resize((size, size), resample)
-    scale = size / max(w, h)
-    im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample)
-    canvas = Image.new(im.mode, (size, size), 0)
-    if im.mode == "P":
-        canvas.putpalette(im.getpalette())
-    canvas.paste(im, (0, 0))
-    return canvas
+    return crop_resize_pad(im, size, margin=c, pad_square=cfg.pad_square,
+                           resample="nearest" if label else cfg.resample)
 
 
 def load_preprocessed(paths: Sequence[str | Path], size: int, cfg: PreprocessConfig) -> torch.Tensor:

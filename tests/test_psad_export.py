@@ -1,0 +1,109 @@
+"""PSAD's inference graph: equal to ``PSAD.score`` (all three banks, patchcore@'s model as the
+patch bank, non-square images through the pad geometry), exported to ONNX/OpenVINO and run by
+``predict --model``; the full patch bank is refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ad_pipeline.export.compare import check_parity, max_abs_diff, max_rel_diff, run_images, torch_runner
+from ad_pipeline.export.formats import export_formats, installed_formats, load_runner
+from ad_pipeline.export.inference import Geometry, NotExportable, geometries, inference_module
+from ad_pipeline.io import write_json
+from ad_pipeline.methods.base import RunContext
+from ad_pipeline.methods.patchcore import PatchCore, PatchCoreConfig
+from ad_pipeline.methods.psad.method import PSAD, PSADConfig, fit_part_segmenter, save_part_segmenter
+from ad_pipeline.segmentation.train import PSAD_FEWSHOT, SegTrainConfig
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A tiny PSAD (hcp, coreset patch bank = a saved tiny PatchCore) on 40×30 images: 4 train, 3 test."""
+    tmp = tmp_path_factory.mktemp("psad")
+    rng = np.random.default_rng(0)
+    paths, masks = [], []
+    for i in range(7):
+        img = rng.integers(0, 40, (30, 40, 3), dtype=np.uint8)
+        m = np.zeros((30, 40), np.uint8)
+        w = 12 + (4 if i == 6 else 0)  # the last test image has a longer part
+        img[6:18, 3 + i:3 + i + w] = (220, 40, 40)
+        m[6:18, 3 + i:3 + i + w] = 1
+        img[20:26, 20:30], m[20:26, 20:30] = (40, 200, 40), 2
+        paths.append(tmp / f"{i}.png")
+        Image.fromarray(img).save(paths[-1])
+        masks.append(m)
+    train, test = paths[:4], paths[4:]
+    pc_cfg = PatchCoreConfig(backbone="resnet18", resize=40, image_size=32, pretrain_embed_dim=48,
+                             target_embed_dim=40, coreset_ratio=0.5, num_neighbors=2, gaussian_sigma=1.0)
+    ctx = RunContext(seed=0, pretrained="false", progress=False,
+                     upstream_dirs={"part_segmenter": tmp / "seg", "patchcore": tmp / "pc"})
+    pc = PatchCore(pc_cfg, ctx)
+    pc.fit(train, [])
+    pc.save(tmp / "pc")
+    write_json(tmp / "pc" / "meta.json", {"params": pc_cfg.model_dump()})  # as run_method writes it
+    cfg = PSADConfig(image_size=32, num_classes=3, segmenter_encoder="resnet18", feature_encoder="resnet18",
+                     second_stage=False, patch_bank="coreset",
+                     segmenter=SegTrainConfig(**(PSAD_FEWSHOT | {"epochs": 2, "sup_only_epochs": 1, "batch_size": 2})))
+    seg, _ = fit_part_segmenter(train[:1], masks[:1], train[1:], cfg, ctx)
+    save_part_segmenter(seg, tmp / "seg", cfg)
+    method = PSAD(cfg, ctx)
+    method.patch_scores = {str(p): float(s) for p, s in zip(train, pc.train_loo_scores())}
+    method.patch_scores |= {str(p): float(s) for p, s in zip(test, pc.score(test).scores)}
+    method.fit(train, [])
+    method.save(tmp / "psad")
+    return {"tmp": tmp, "cfg": cfg, "ctx": ctx, "method": method, "train": train, "test": test, "pc_maps": pc.score(test).maps}
+
+
+def test_graph_equals_psad_score(fitted):
+    want = fitted["method"].score(fitted["test"])
+    inference = inference_module("psad", fitted["tmp"] / "psad", fitted["cfg"], fitted["ctx"])
+    assert inference.inputs == (Geometry(32, pad_square=True, resample="bicubic"), Geometry(40, 32))
+    maps, scores = run_images(torch_runner(inference.module), fitted["test"], inputs=inference.inputs)
+    assert np.ptp(want.scores) > 0.1  # the images score differently: the tolerance below can fail
+    assert max_rel_diff(scores, want.scores) <= 1e-5
+    assert max_abs_diff(maps, fitted["pc_maps"]) <= 1e-5  # PSAD's map is its patch bank's PatchCore map
+    # the three banks: drop the patch bank's term and the graph is PSAD's h + c
+    assert max_rel_diff(scores - want.extras["p"], want.extras["h"] + want.extras["c"]) <= 1e-5
+
+
+def test_graph_exports_and_predict_runs_it(fitted, tmp_path):
+    from stages.predict import run_exported
+
+    inference = inference_module("psad", fitted["tmp"] / "psad", fitted["cfg"], fitted["ctx"])
+    test = fitted["test"]
+    files = export_formats(inference.module, inference.load(test[:1]), tmp_path, installed_formats())
+    x = tuple(t.numpy() for t in inference.load(test))
+    reference = torch_runner(inference.module)
+    for path in files.values():
+        assert check_parity(load_runner(path, threads=1), reference, x) <= 1e-4
+    info = {"method": "psad", **inference.geometry(), "decision": {}}
+    (tmp_path / "model.json").write_text(json.dumps(info))
+    assert geometries(info) == inference.inputs
+    summary = run_exported(files["onnx"], test, tmp_path / "out")
+    assert summary["images"] == 3
+    lines = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    _, scores = run_images(reference, test, inputs=inference.inputs)
+    np.testing.assert_allclose([r["score"] for r in lines], scores, rtol=1e-5, atol=1e-5)
+
+
+def test_full_patch_bank_is_not_exportable(fitted):
+    cfg = fitted["cfg"].model_copy(update={"patch_bank": "full"})
+    with pytest.raises(NotExportable, match="patch_bank: coreset"):
+        inference_module("psad", fitted["tmp"] / "psad", cfg, fitted["ctx"])
+
+
+def test_banks_without_patch_bank_take_one_input(fitted):
+    method = PSAD(fitted["cfg"].model_copy(update={"memory_type": "hc"}), fitted["ctx"])
+    method.fit(fitted["train"], [])
+    method.save(fitted["tmp"] / "hc")
+    inference = inference_module("psad", fitted["tmp"] / "hc", method.cfg, fitted["ctx"])
+    assert len(inference.inputs) == 1
+    maps, scores = run_images(torch_runner(inference.module), fitted["test"], inputs=inference.inputs)
+    assert maps.shape == (3, 32, 32) and not maps.any()
+    assert max_rel_diff(scores, method.score(fitted["test"]).scores) <= 1e-5
+    assert torch.isfinite(torch.from_numpy(scores)).all()
