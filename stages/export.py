@@ -11,7 +11,8 @@ stage's), and CPU ms per image at one thread.
 Fails (ParityError, no output) when an exported format misses the acceptance tolerances. A graph
 that the ONNX exporter cannot convert (an operator with no ONNX form, e.g. the antialiased bicubic
 resize of a ViT's position embeddings) is not a failure of the stage: the model keeps its PyTorch
-row, the reason is logged and listed under ``unsupported`` (and in the report's notes).
+row, the reason is logged and listed under ``unsupported`` (and in the report's notes). So is a
+configuration without a graph (``NotExportable``, e.g. PSAD's ``patch_bank: full``), with no row.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from ad_pipeline.data.manifest import Manifest
 from ad_pipeline.export.compare import ParityError, latency_ms, max_abs_diff, max_rel_diff, run_images, torch_runner
 from ad_pipeline.export.formats import FORMATS, export_formats, installed_formats, load_runner
-from ad_pipeline.export.inference import Inference, inference_module
+from ad_pipeline.export.inference import Inference, NotExportable, inference_module
 from ad_pipeline.io import atomic_dir, read_json, read_scores, write_json
 from ad_pipeline.methods.registry import NOT_EXPORTABLE, get_method, method_names
 from ad_pipeline.metrics.evaluate import evaluate_category
@@ -59,9 +60,15 @@ def image_aurocs(manifest: Manifest, scores: np.ndarray) -> dict[str, float]:
 
 def export_category(p: BaseParams, method: str, dataset: str, manifest: Manifest, out: Path,
                     formats: list[str]) -> tuple[list[dict], str | None]:
-    """The table rows of one category, and the exporter's error when its graph cannot be converted."""
+    """The table rows of one category, and the reason when this configuration has no graph
+    (``NotExportable``: no rows, nothing written) or the exporter cannot convert it."""
     model_dir = method_dir(dataset, method) / manifest.category
-    inference = load_inference(p, method, dataset, manifest.category)
+    try:
+        inference = load_inference(p, method, dataset, manifest.category)
+    except NotExportable as e:
+        log.warning("export@%s: %s/%s has no inference graph: %s", dataset, method, manifest.category, e.what)
+        return [], f"{type(e).__name__}: {e.what}"
+    out.mkdir(parents=True)
     test = manifest.paths("test")
     stage_scores, _ = read_scores(model_dir, "test", manifest.fingerprint("test"), with_maps=False)
     reference = torch_runner(inference.module)
@@ -126,9 +133,8 @@ def run(dataset: str) -> None:
         for method in methods:
             for manifest in load_manifests(dataset):
                 log.info("export@%s: %s/%s → %s", dataset, method, manifest.category, ", ".join(formats))
-                cat_out = out / method / manifest.category
-                cat_out.mkdir(parents=True)
-                cat_rows, reason = export_category(p, method, dataset, manifest, cat_out, formats)
+                cat_rows, reason = export_category(p, method, dataset, manifest, out / method / manifest.category,
+                                                   formats)
                 rows += cat_rows
                 if reason is not None:
                     unsupported[f"{method}/{manifest.category}"] = reason

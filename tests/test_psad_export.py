@@ -107,3 +107,19 @@ def test_banks_without_patch_bank_take_one_input(fitted):
     assert maps.shape == (3, 32, 32) and not maps.any()
     assert max_rel_diff(scores, method.score(fitted["test"]).scores) <= 1e-5
     assert torch.isfinite(torch.from_numpy(scores)).all()
+
+
+def test_export_stage_lists_a_configuration_without_graph(tmp_path, monkeypatch):
+    """export@ on mvtec_loco (psad's patch_bank: full): no row, no folder, the reason under ``unsupported``."""
+    from types import SimpleNamespace
+
+    import stages.export as stage
+
+    def refuse(*_):
+        raise NotExportable("PSAD's full patch bank is not saved", fix="use patch_bank: coreset")
+
+    monkeypatch.setattr(stage, "load_inference", refuse)
+    rows, reason = stage.export_category(None, "psad", "mvtec_loco", SimpleNamespace(category="tray"),
+                                         tmp_path / "psad" / "tray", ["onnx"])
+    assert (rows, reason) == ([], "NotExportable: PSAD's full patch bank is not saved")
+    assert not (tmp_path / "psad").exists()

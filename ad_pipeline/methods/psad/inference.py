@@ -55,14 +55,22 @@ class PSADInference(nn.Module):
         if patchcore is not None:
             self.register_buffer("p_ref", method.state["p_ref"].float())
 
+    def bank_features(self, z: torch.Tensor, parts: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"h": [B,C], "c": [B,(C−1)·D]} for the stored banks, from normalised ``z`` and part maps [B,S,S]."""
+        feats = {}
+        if "h" in self.banks:
+            feats["h"] = histogram_features(parts, self.num_classes)
+        if "c" in self.banks:
+            feats["c"] = composition_features(self.features(z), parts, self.num_classes)
+        return feats
+
     def forward(self, x: torch.Tensor, x_patch: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.normalize(x)
         parts = self.segmenter(z).argmax(1)  # [B,S,S]
-        feats = {"h": lambda: histogram_features(parts, self.num_classes),
-                 "c": lambda: composition_features(self.features(z), parts, self.num_classes)}
+        feats = self.bank_features(z, parts)
         score = torch.zeros_like(z[:, 0, 0, 0])
         for k in self.banks:
-            q = Standardizer(getattr(self, f"{k}_mean"), getattr(self, f"{k}_std"))(feats[k]())
+            q = Standardizer(getattr(self, f"{k}_mean"), getattr(self, f"{k}_std"))(feats[k])
             d = nearest_distances(q, getattr(self, f"{k}_bank"))
             score = score + adaptive_scale(d, getattr(self, f"{k}_ref"), self.scale_type)
         if self.patchcore is None:
