@@ -56,7 +56,8 @@ def fitted(tmp_path_factory):
     method.patch_scores |= {str(p): float(s) for p, s in zip(test, pc.score(test).scores)}
     method.fit(train, [])
     method.save(tmp / "psad")
-    return {"tmp": tmp, "cfg": cfg, "ctx": ctx, "method": method, "train": train, "test": test, "pc_maps": pc.score(test).maps}
+    return {"tmp": tmp, "cfg": cfg, "ctx": ctx, "method": method, "train": train, "test": test,
+            "pc_maps": pc.score(test).maps}
 
 
 def test_graph_equals_psad_score(fitted):

@@ -11,14 +11,14 @@ squashed one) takes one such input per ``Geometry`` in ``Inference.inputs``, in 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision.transforms.functional import center_crop
 
-from ad_pipeline.data.images import IMAGENET_MEAN, IMAGENET_STD, crop_resize_pad, load_batch, load_rgb, normalized_batch
+from ad_pipeline.data.images import IMAGENET_MEAN, IMAGENET_STD, crop_resize_pad, load_rgb, normalized_batch
 from ad_pipeline.errors import UserError
 from ad_pipeline.methods.base import MethodConfig, RunContext
 from ad_pipeline.methods.registry import INFERENCE, NOT_EXPORTABLE, exportable_methods, get_method, resolve
@@ -33,10 +33,10 @@ class NotExportable(UserError):
 
 @dataclass(frozen=True)
 class Geometry:
-    """How one graph input [B,3,S,S] in [0,1] is made from image files: squash (PIL bilinear) to
-    ``resize`` and center-crop to ``crop`` (None = none); or, with ``pad_square``, PSAD's
-    ``crop_resize_pad`` (``margin`` px off every side, longer side to ``resize`` with ``resample``,
-    zero-padded to a square)."""
+    """How one graph input [B,3,S,S] in [0,1] is made from image files (``crop_resize_pad``):
+    ``margin`` px off every side, squash to ``resize`` (PIL ``resample``) or, with ``pad_square``,
+    the longer side to ``resize`` zero-padded to a square (PSAD's), then center-crop to ``crop``
+    (None = none). The default is every method's squash (+ crop)."""
 
     resize: int
     crop: int | None = None
@@ -50,10 +50,8 @@ class Geometry:
         return self.crop or self.resize
 
     def load(self, paths: Sequence[Path]) -> torch.Tensor:
-        if not (self.pad_square or self.margin or self.resample != "bilinear"):
-            return load_inputs(paths, self.resize, self.crop)
-        x = normalized_batch([crop_resize_pad(load_rgb(p), self.resize, margin=self.margin,
-                                              pad_square=self.pad_square, resample=self.resample) for p in paths],
+        x = normalized_batch([crop_resize_pad(load_rgb(p), self.resize, margin=self.margin, pad_square=self.pad_square,
+                                              resample=self.resample) for p in paths],
                              mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
         return x if self.crop is None or self.crop == self.resize else center_crop(x, [self.crop, self.crop])
 
@@ -67,7 +65,7 @@ class Inference:
     module: nn.Module
     resize: int
     crop: int | None = None
-    inputs: tuple[Geometry, ...] = field(default=())
+    inputs: tuple[Geometry, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -83,7 +81,8 @@ class Inference:
     def geometry(self) -> dict:
         """For model.json: resize, crop and, for any other geometry, every input's ``Geometry``."""
         simple = self.inputs == (Geometry(self.resize, self.crop),)
-        return {"resize": self.resize, "crop": self.crop} | ({} if simple else {"inputs": [asdict(g) for g in self.inputs]})
+        inputs = {} if simple else {"inputs": [asdict(g) for g in self.inputs]}
+        return {"resize": self.resize, "crop": self.crop} | inputs
 
     def load(self, paths: Sequence[Path]) -> tuple[torch.Tensor, ...]:
         """The module's inputs for ``paths``."""
@@ -92,7 +91,9 @@ class Inference:
 
 def geometries(info: dict) -> tuple[Geometry, ...]:
     """The input geometries recorded by ``Inference.geometry`` (model.json)."""
-    return tuple(Geometry(**g) for g in info["inputs"]) if "inputs" in info else (Geometry(info["resize"], info["crop"]),)
+    if "inputs" in info:
+        return tuple(Geometry(**g) for g in info["inputs"])
+    return (Geometry(info["resize"], info["crop"]),)
 
 
 def inference_module(name: str, model_dir: Path, cfg: MethodConfig, ctx: RunContext) -> Inference:
@@ -107,8 +108,7 @@ def inference_module(name: str, model_dir: Path, cfg: MethodConfig, ctx: RunCont
 
 def load_inputs(paths: Sequence[Path], resize: int, crop: int | None = None) -> torch.Tensor:
     """The module input for ``paths``: float32 [B,3,S,S] in [0,1]."""
-    x = load_batch(list(paths), resize, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-    return x if crop is None or crop == resize else center_crop(x, [crop, crop])
+    return Geometry(resize, crop).load(paths)
 
 
 class Normalize(nn.Module):

@@ -89,8 +89,8 @@ def patchcore_inference(ctx: RunContext) -> Inference:
                             fix="run the patchcore stage of this dataset first")
     config = get_method("patchcore").Config
     params = read_json(meta_file)["params"]
-    return inference_module("patchcore", pc_dir, config(**{k: v for k, v in params.items() if k in config.model_fields}),
-                            ctx)
+    cfg = config(**{k: v for k, v in params.items() if k in config.model_fields})
+    return inference_module("patchcore", pc_dir, cfg, ctx)
 
 
 def build(model_dir: Path, cfg: PSADConfig, ctx: RunContext) -> Inference:
