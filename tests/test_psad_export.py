@@ -8,15 +8,15 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from ad_pipeline.export.compare import check_parity, max_abs_diff, max_rel_diff, run_images, torch_runner
+from ad_pipeline.export.compare import max_abs_diff, max_rel_diff, run_images, torch_runner
 from ad_pipeline.export.formats import export_formats, installed_formats, load_runner
 from ad_pipeline.export.inference import Geometry, NotExportable, geometries, inference_module
 from ad_pipeline.io import write_json
 from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.patchcore import PatchCore, PatchCoreConfig
+from ad_pipeline.methods.psad.inference import patchcore_inference
 from ad_pipeline.methods.psad.method import PSAD, PSADConfig, fit_part_segmenter, save_part_segmenter
 from ad_pipeline.segmentation.train import PSAD_FEWSHOT, SegTrainConfig
 
@@ -31,9 +31,9 @@ def fitted(tmp_path_factory):
         img = rng.integers(0, 40, (30, 40, 3), dtype=np.uint8)
         m = np.zeros((30, 40), np.uint8)
         w = 12 + (4 if i == 6 else 0)  # the last test image has a longer part
-        img[6:18, 3 + i:3 + i + w] = (220, 40, 40)
+        img[6:18, 3 + i:3 + i + w] = (220 - 8 * i, 40, 40 + 8 * i)
         m[6:18, 3 + i:3 + i + w] = 1
-        img[20:26, 20:30], m[20:26, 20:30] = (40, 200, 40), 2
+        img[20:26, 26 - i:36 - i], m[20:26, 26 - i:36 - i] = (40, 200 - 10 * i, 40), 2
         paths.append(tmp / f"{i}.png")
         Image.fromarray(img).save(paths[-1])
         masks.append(m)
@@ -48,8 +48,9 @@ def fitted(tmp_path_factory):
     write_json(tmp / "pc" / "meta.json", {"params": pc_cfg.model_dump()})  # as run_method writes it
     cfg = PSADConfig(image_size=32, num_classes=3, segmenter_encoder="resnet18", feature_encoder="resnet18",
                      second_stage=False, patch_bank="coreset",
-                     segmenter=SegTrainConfig(**(PSAD_FEWSHOT | {"epochs": 2, "sup_only_epochs": 1, "batch_size": 2})))
-    seg, _ = fit_part_segmenter(train[:1], masks[:1], train[1:], cfg, ctx)
+                     segmenter=SegTrainConfig(**(PSAD_FEWSHOT | {"epochs": 60, "sup_only_epochs": 60, "batch_size": 4,
+                                                                 "epoch_length": "supervised"})))
+    seg, _ = fit_part_segmenter(train, masks[:4], [], cfg, ctx)  # enough to segment: h and c see parts
     save_part_segmenter(seg, tmp / "seg", cfg)
     method = PSAD(cfg, ctx)
     method.patch_scores = {str(p): float(s) for p, s in zip(train, pc.train_loo_scores())}
@@ -62,14 +63,26 @@ def fitted(tmp_path_factory):
 
 def test_graph_equals_psad_score(fitted):
     want = fitted["method"].score(fitted["test"])
+    assert min(v.min() for v in want.extras.values()) > 0.1  # every bank scores: each check below can fail
     inference = inference_module("psad", fitted["tmp"] / "psad", fitted["cfg"], fitted["ctx"])
     assert inference.inputs == (Geometry(32, pad_square=True, resample="bicubic"), Geometry(40, 32))
     maps, scores = run_images(torch_runner(inference.module), fitted["test"], inputs=inference.inputs)
-    assert np.ptp(want.scores) > 0.1  # the images score differently: the tolerance below can fail
-    assert max_rel_diff(scores, want.scores) <= 1e-5
+    np.testing.assert_allclose(scores, want.scores, rtol=1e-5, atol=0)  # h + c + p (c dominates two images)
     assert max_abs_diff(maps, fitted["pc_maps"]) <= 1e-5  # PSAD's map is its patch bank's PatchCore map
-    # the three banks: drop the patch bank's term and the graph is PSAD's h + c
-    assert max_rel_diff(scores - want.extras["p"], want.extras["h"] + want.extras["c"]) <= 1e-5
+    for k in "hcp":  # each bank's scaled distance alone (the total above is dominated by c)
+        one = inference_module("psad", fitted["tmp"] / "psad", fitted["cfg"].model_copy(update={"memory_type": k}),
+                               fitted["ctx"])
+        assert len(one.inputs) == (2 if k == "p" else 1)
+        maps, term = run_images(torch_runner(one.module), fitted["test"], inputs=one.inputs)
+        if k != "p":  # no patch bank: one input, an all-zero map at the segmenter's size
+            np.testing.assert_allclose(term, want.extras[k], rtol=1e-5, atol=0)
+            assert maps.shape == (3, 32, 32) and not maps.any()
+    # p: patchcore@'s own graph, adaptively scaled. That graph's float32 kNN block (‖q‖² + ‖m‖² − 2qᵀm,
+    # faiss's formula) is PatchCore's, within 2e-5 relative of PatchCore.score on this tiny random bank
+    _, pc_scores = run_images(torch_runner(patchcore_inference(fitted["ctx"]).module), fitted["test"], 40, 32)
+    p_max = fitted["method"].state["p_ref"].max().item()
+    np.testing.assert_allclose(term, pc_scores / (p_max + 1e-10), rtol=1e-6, atol=0)
+    np.testing.assert_allclose(term, want.extras["p"], rtol=5e-5, atol=0)
 
 
 def test_graph_exports_and_predict_runs_it(fitted, tmp_path):
@@ -79,35 +92,24 @@ def test_graph_exports_and_predict_runs_it(fitted, tmp_path):
     test = fitted["test"]
     files = export_formats(inference.module, inference.load(test[:1]), tmp_path, installed_formats())
     x = tuple(t.numpy() for t in inference.load(test))
-    reference = torch_runner(inference.module)
-    for path in files.values():
-        assert check_parity(load_runner(path, threads=1), reference, x) <= 1e-4
+    want_map, want_score = torch_runner(inference.module)(*x)
+    for path in files.values():  # the export stage's tolerance, per image
+        got_map, got_score = load_runner(path, threads=1)(*x)
+        np.testing.assert_allclose(got_score, want_score, rtol=1e-4, atol=1e-4)
+        assert max_rel_diff(got_map, want_map) <= 1e-4
     info = {"method": "psad", **inference.geometry(), "decision": {}}
     (tmp_path / "model.json").write_text(json.dumps(info))
     assert geometries(info) == inference.inputs
     summary = run_exported(files["onnx"], test, tmp_path / "out")
     assert summary["images"] == 3
     lines = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
-    _, scores = run_images(reference, test, inputs=inference.inputs)
-    np.testing.assert_allclose([r["score"] for r in lines], scores, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose([r["score"] for r in lines], want_score, rtol=1e-4)
 
 
 def test_full_patch_bank_is_not_exportable(fitted):
     cfg = fitted["cfg"].model_copy(update={"patch_bank": "full"})
     with pytest.raises(NotExportable, match="patch_bank: coreset"):
         inference_module("psad", fitted["tmp"] / "psad", cfg, fitted["ctx"])
-
-
-def test_banks_without_patch_bank_take_one_input(fitted):
-    method = PSAD(fitted["cfg"].model_copy(update={"memory_type": "hc"}), fitted["ctx"])
-    method.fit(fitted["train"], [])
-    method.save(fitted["tmp"] / "hc")
-    inference = inference_module("psad", fitted["tmp"] / "hc", method.cfg, fitted["ctx"])
-    assert len(inference.inputs) == 1
-    maps, scores = run_images(torch_runner(inference.module), fitted["test"], inputs=inference.inputs)
-    assert maps.shape == (3, 32, 32) and not maps.any()
-    assert max_rel_diff(scores, method.score(fitted["test"]).scores) <= 1e-5
-    assert torch.isfinite(torch.from_numpy(scores)).all()
 
 
 def test_export_stage_lists_a_configuration_without_graph(tmp_path, monkeypatch):
