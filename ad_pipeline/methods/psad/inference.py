@@ -1,18 +1,21 @@
 """PSAD's test-time path as one module, for export (psad.md §4–6).
 
 Inputs: ``image`` [B,3,S,S] in [0,1], the image through PSAD's ``preprocess`` (margin crop,
-longer side to ``image_size``, zero-padded top-left: PIL resampling, so it is the input's
-``Geometry``, not a graph op) and, with the patch bank, ``image_1`` in patchcore@'s geometry
-(squash + center crop). Graph: ImageNet normalisation → part segmenter argmax → class histogram
-and composition features (``banks``; fixed interpolation matrices) → standardisation → nearest
-neighbour L2 distance to each stored bank (all bank rows at once, [B,N,D] differences) →
-adaptive scaling with the stored training references → + patchcore@'s image score, scaled the
-same way (its whole graph, memory bank included) → score [B]. PSAD localises nothing itself:
-the map is the patch bank's PatchCore map [B,S',S'], or zeros [B,S,S] without one.
+longer side to ``image_size``, zero-padded top-left) and, with the patch bank, ``image_1`` in
+patchcore@'s geometry (squash + center crop). Both are the inputs' ``Geometry``, not graph ops:
+they are PIL resamplings of the uint8 image at its source size (rounded to uint8 after each
+pass), which no graph op reproduces exactly, and no one input serves both branches. Graph:
+ImageNet normalisation → part segmenter argmax → class histogram and composition features
+(``banks``) → standardisation → nearest-neighbour L2 distance to each stored bank (all rows at
+once, [B,N,D] differences) → adaptive scaling with the stored training references →
++ patchcore@'s image score, scaled the same way (its whole graph, memory bank included) →
+score [B]. PSAD localises nothing itself: the map is the patch bank's PatchCore map
+[B,S',S'], or zeros [B,S,S] without one.
 
-Banks are float32 buffers (``PSAD.score`` standardises and measures in float64), so scores agree
-to ~1e-6 relative. Exportable only with ``patch_bank: coreset`` (or no ``p`` bank): the seed's full
-bank is fitted inside ``psad@`` and not kept.
+Banks are float32 buffers (``PSAD.score`` standardises and measures in float64): the h and c
+terms agree to ~1e-7 relative, the p term as patchcore@'s graph agrees with its dumps (~1e-5).
+Exportable only with ``patch_bank: coreset`` (or no ``p`` bank): the seed's full bank is fitted
+inside ``psad@`` and not kept.
 """
 
 from __future__ import annotations
