@@ -76,7 +76,7 @@ class Inference:
     @property
     def size(self) -> int:
         """Side S of the module's (first) square input."""
-        return self.crop or self.resize
+        return self.inputs[0].size
 
     def geometry(self) -> dict:
         """For model.json: resize, crop and, for any other geometry, every input's ``Geometry``."""
