@@ -108,7 +108,7 @@ def test_graph_exports_and_predict_runs_it(fitted, tmp_path):
 
 def test_full_patch_bank_is_not_exportable(fitted):
     cfg = fitted["cfg"].model_copy(update={"patch_bank": "full"})
-    with pytest.raises(NotExportable, match="patch_bank: coreset"):
+    with pytest.raises(NotExportable, match=r"patch_bank: full\) is fitted inside psad@(.|\n)*fix: .*patch_bank: coreset"):
         inference_module("psad", fitted["tmp"] / "psad", cfg, fitted["ctx"])
 
 

@@ -14,7 +14,7 @@ score [B]. PSAD localises nothing itself: the map is the patch bank's PatchCore 
 
 Banks are float32 buffers (``PSAD.score`` standardises and measures in float64): the h and c
 terms agree to ~1e-7 relative, the p term as patchcore@'s graph agrees with its dumps (~1e-5).
-Exportable only with ``patch_bank: coreset`` (or no ``p`` bank): the seed's full bank is fitted
+Exportable only with ``patch_bank: coreset`` (or no ``p`` bank): any other patch bank is fitted
 inside ``psad@`` and not kept.
 """
 
@@ -102,8 +102,8 @@ def build(model_dir: Path, cfg: PSADConfig, ctx: RunContext) -> Inference:
     patch = None
     if "p" in cfg.memory_type:
         if cfg.patch_bank != "coreset":
-            raise NotExportable("PSAD's full patch bank (patch_bank: full) is fitted inside psad@ and not saved, "
-                                "so it cannot be put in the graph", path=model_dir,
+            raise NotExportable(f"PSAD's patch bank (patch_bank: {cfg.patch_bank}) is fitted inside psad@ and not "
+                                "saved, so it cannot be put in the graph", path=model_dir,
                                 fix="export a PSAD fitted with psad.patch_bank: coreset (patchcore@'s model)")
         patch = patchcore_inference(ctx)
     pre = cfg.preprocess
