@@ -48,7 +48,7 @@ def fitted(tmp_path_factory):
     write_json(tmp / "pc" / "meta.json", {"params": pc_cfg.model_dump()})  # as run_method writes it
     cfg = PSADConfig(image_size=32, num_classes=3, segmenter_encoder="resnet18", feature_encoder="resnet18",
                      second_stage=False, patch_bank="coreset",
-                     segmenter=SegTrainConfig(**(PSAD_FEWSHOT | {"epochs": 60, "sup_only_epochs": 60, "batch_size": 4,
+                     segmenter=SegTrainConfig(**(PSAD_FEWSHOT | {"epochs": 30, "sup_only_epochs": 30, "batch_size": 4,
                                                                  "epoch_length": "supervised"})))
     seg, _ = fit_part_segmenter(train, masks[:4], [], cfg, ctx)  # enough to segment: h and c see parts
     save_part_segmenter(seg, tmp / "seg", cfg)
