@@ -68,13 +68,18 @@ def tiny_lgst(seed=0):
 
 
 def test_lgst_shapes_seeded_frozen_projection_and_quantiles():
-    model = tiny_lgst()
+    model = tiny_lgst().eval()
     x = torch.randn(2, 3, 128, 128)
     assert model.teacher(x).shape == (2, 8, 32, 32)
     assert model.student(x).shape == (2, 16, 32, 32)
     assert model.autoencoder(x).shape == (2, 8, 32, 32)
     m, s = model(x)
-    assert m.shape == (2, 1, 32, 32) and torch.equal(s, m.amax((1, 2, 3)))
+    up = torch.nn.functional.interpolate(m, size=(128, 128), mode="bilinear", align_corners=False)
+    assert m.shape == (2, 1, 32, 32) and torch.equal(s, up.amax((1, 2, 3)))  # official CSAD.py: max at 128²
+    assert (s <= m.amax((1, 2, 3))).all()  # bilinear (align_corners=False) never exceeds the grid max
+    model.upsample_score = False  # lgst_score: grid (the official ONNX graph)
+    assert torch.equal(model(x)[1], m.amax((1, 2, 3)))
+    model.upsample_score = True
     assert torch.equal(tiny_lgst().teacher.proj.weight, model.teacher.proj.weight)
     assert not torch.equal(tiny_lgst(seed=1).teacher.proj.weight, model.teacher.proj.weight)
     assert not any(p.requires_grad for p in model.teacher.parameters())

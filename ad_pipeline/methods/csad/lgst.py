@@ -6,7 +6,9 @@ Student: EfficientAD's PDN-M with padding, its last 1×1 conv replaced by two 1�
 (``st`` imitates the teacher, ``ae`` the autoencoder); the heads are concatenated
 [st | ae] so the model is a ``StudentTeacher`` and trains with the shared loop and map helpers.
 Autoencoder: EfficientAD's, with ``channels`` outputs and padding (64×64 for 256 input).
-Map: M̃_ST + M̃_AE (plain sum, quantile-normalised on validation); score = its max.
+Map: M̃_ST + M̃_AE (plain sum, quantile-normalised on validation). Score: the max of that map
+bilinearly resized to the input size (``upsample_score``, the official ``CSAD.py`` whose saved
+scores the paper's benchmark fuses), or of the h×w map itself (the official ONNX export graph).
 """
 
 from __future__ import annotations
@@ -65,9 +67,12 @@ class LocalGlobalStudent(nn.Module):
 class LGST(StudentTeacher):
     """Teacher/student/autoencoder; forward: normalised [B,3,H,W] → (map [B,1,h,w], score [B])."""
 
-    def __init__(self, teacher: LGSTTeacher, *, image_size: int = 256, channels: int = 512, width_divisor: int = 1):
+    def __init__(self, teacher: LGSTTeacher, *, image_size: int = 256, channels: int = 512, width_divisor: int = 1,
+                 upsample_score: bool = True):
         super().__init__(channels)
         out = pdn_output_size(image_size, padding=True)
+        self.image_size = image_size
+        self.upsample_score = upsample_score
         self.teacher = teacher
         self.student = LocalGlobalStudent(channels, out, width_divisor)
         self.autoencoder = Autoencoder(image_size, channels, padding=True)
@@ -76,7 +81,10 @@ class LGST(StudentTeacher):
         m_st, m_ae = self.raw_maps(x)
         q = self.quantiles
         m = normalise_map(m_st, q[0], q[1]) + normalise_map(m_ae, q[2], q[3])
-        return m, m.amax(dim=(1, 2, 3))
+        s = m
+        if self.upsample_score:
+            s = F.interpolate(m, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        return m, s.amax(dim=(1, 2, 3))
 
 
 @torch.no_grad()

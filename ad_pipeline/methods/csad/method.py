@@ -54,6 +54,9 @@ class CSADConfig(MethodConfig):
     lgst_weight_decay: float = 1e-4
     projection_seed: int = 0  # seeds the frozen random 1×1 teacher projection
     penalty_images: str | None = None  # folder of generic images (Tiny-ImageNet); None = no penalty term
+    # LGST image score: "upsampled" = max of the map resized to image_size (official CSAD.py, the
+    # scores its benchmark fuses); "grid" = max of the 64×64 map (official ONNX export graph)
+    lgst_score: Literal["upsampled", "grid"] = "upsampled"
     zscore_guard: float = 0.0  # std ≤ guard → 1 (0: benchmark path; 1e-3: export path)
     batch_size: int = 8
     branches: Literal["both", "patch_hist", "lgst"] = "both"  # which branch scores are summed (seed ablation)
@@ -168,7 +171,7 @@ class CSAD(AnomalyMethod):
         teacher = LGSTTeacher(self.encoder, sum(probe_channels(self.encoder, layers)), channels=cfg.lgst_channels,
                               out_size=cfg.image_size // 4, layers=layers, seed=cfg.projection_seed)
         return LGST(teacher, image_size=cfg.image_size, channels=cfg.lgst_channels,
-                    width_divisor=cfg.lgst_width_divisor)
+                    width_divisor=cfg.lgst_width_divisor, upsample_score=cfg.lgst_score == "upsampled")
 
     def fit(self, train: Sequence[Path], validation: Sequence[Path]) -> None:
         cfg, ctx = self.cfg, self.ctx
