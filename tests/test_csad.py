@@ -20,14 +20,14 @@ from test_segmentation_fakes import TinyEncoder
 
 
 def test_class_histograms_exact_and_quadrant_order():
-    seg = torch.tensor([[[1, 1, 0, 0],
+    seg = torch.tensor([[[1, 1, 0, 2],
                          [1, 1, 0, 0],
-                         [0, 0, 0, 2],
-                         [0, 0, 0, 0]]])
+                         [0, 0, 0, 0],
+                         [2, 2, 0, 0]]])
     h_g, h_p = class_histograms(seg, 3)
-    assert h_g.tolist() == [[0.0, 4 / 16, 1 / 16]]  # background bin zeroed
-    # TL has all of class 1, TR nothing, BL nothing, BR a quarter of class 2
-    assert h_p.tolist() == [[0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.25]]
+    assert h_g.tolist() == [[0.0, 4 / 16, 3 / 16]]  # background bin zeroed
+    # order TL, BL, TR, BR (the official's): TL all class 1, BL half class 2, TR a quarter, BR none
+    assert h_p.tolist() == [[0, 1, 0, 0, 0, 0.5, 0, 0, 0.25, 0, 0, 0]]
 
 
 def part_map(dy=0, dx=0, with_b=True):

@@ -2,7 +2,8 @@
 distances (``components.mahalanobis``, sample covariance) to the training histograms.
 
 Histograms use one fixed layout everywhere (fit, scoring, export): the global histogram h_g
-[C] and the four quadrant histograms concatenated in the order TL, TR, BL, BR → h_p [4C];
+[C] and the four quadrant histograms concatenated in the order TL, BL, TR, BR (the official
+numpy path's EMPatches order and its ONNX graph's) → h_p [4C];
 each is the fraction of the region's pixels per class, with the background bin (class 0)
 set to 0 in both fit and inference.
 """
@@ -23,7 +24,7 @@ def class_histograms(seg: torch.Tensor, num_classes: int) -> tuple[torch.Tensor,
     foreground = (torch.arange(num_classes, device=seg.device) > 0).float()  # background bin → 0
     onehot = F.one_hot(seg.long(), num_classes).float() * foreground  # [B,H,W,C]; no in-place op (ONNX)
     h, w = seg.shape[1] // 2, seg.shape[2] // 2
-    quads = [onehot[:, :h, :w], onehot[:, :h, w:], onehot[:, h:, :w], onehot[:, h:, w:]]  # TL, TR, BL, BR
+    quads = [onehot[:, :h, :w], onehot[:, h:, :w], onehot[:, :h, w:], onehot[:, h:, w:]]  # TL, BL, TR, BR
     return onehot.mean((1, 2)), torch.cat([q.mean((1, 2)) for q in quads], 1)
 
 
