@@ -21,7 +21,7 @@ from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.csad import method as csad_method
 from ad_pipeline.methods.csad.method import CSAD, CSADConfig, save_segmentor, trimmed
 from ad_pipeline.methods.csad.patch_hist import PatchHistogramModel
-from ad_pipeline.methods.efficientad.maps import MapQuantiles, map_quantiles
+from ad_pipeline.methods.efficientad.maps import MapQuantiles, map_quantiles, raw_maps
 from tests import parity_csad_common as common
 
 FIXTURES = Path(__file__).parent / "fixtures" / "parity" / "csad"
@@ -72,13 +72,17 @@ def test_lgst_stages_match_official(official, data, nets):
     *_, lgst = nets
     i = common.LGST_IMAGE
     x = load_batch(data["test"][i:i + 1], common.IMAGE_SIZE)
+    seen = {}
+    hooks = [getattr(lgst, n).register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, o))
+             for n in ("teacher", "student", "autoencoder")]
     with torch.no_grad():
-        t_hat = lgst.teacher_features(x)
-        s = lgst.student(x)
-        ae = lgst.autoencoder(x)
-        m_st, m_ae = lgst.raw_maps(x)
-        m, score = lgst(x)
-        up = torch.nn.functional.interpolate(m, size=(256, 256), mode="bilinear", align_corners=False)
+        m, score = lgst(x)  # one forward; the stages are read at the three sub-modules
+    for h in hooks:
+        h.remove()
+    t_hat = (seen["teacher"] - lgst.teacher_mean) / lgst.teacher_std
+    s, ae = seen["student"], seen["autoencoder"]
+    m_st, m_ae = raw_maps(t_hat, s, ae)
+    up = torch.nn.functional.interpolate(m, size=(256, 256), mode="bilinear", align_corners=False)
     c = common.CHANNELS
     for name, ours in (("teacher", t_hat), ("student_st", s[:, :c]), ("student_ae", s[:, c:]), ("autoencoder", ae)):
         assert rel(ours[:, ::128, ::4, ::4], official[name]) < TOL, name
