@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 
+from ad_pipeline.components.student_teacher.data import load_uint8
+from ad_pipeline.components.student_teacher.maps import MapQuantiles, map_quantiles, raw_maps
 from ad_pipeline.data.images import load_batch
 from ad_pipeline.methods.base import RunContext
-from ad_pipeline.methods.csad import method as csad_method
 from ad_pipeline.methods.csad.method import CSAD, CSADConfig, save_segmentor, trimmed
 from ad_pipeline.methods.csad.patch_hist import PatchHistogramModel
-from ad_pipeline.methods.efficientad.maps import MapQuantiles, map_quantiles, raw_maps
 from tests import parity_csad_common as common
 
 FIXTURES = Path(__file__).parent / "fixtures" / "parity" / "csad"
@@ -160,7 +160,7 @@ def test_csad_fit_and_score_match_official(official, data, nets, tmp_path, monke
 def test_lgst_training_steps_match_official(official, data, nets, monkeypatch):
     """Three Adam steps of our EfficientAD loop on the driver's fixed batches (dropout 0)."""
     from ad_pipeline.data.images import IMAGENET_MEAN, IMAGENET_STD
-    from ad_pipeline.methods.efficientad import train as train_mod
+    from ad_pipeline.components.student_teacher import train as train_mod
     from tests.fixtures.parity.csad.make_fixtures import train_inputs
 
     enc, _, _ = nets
@@ -171,21 +171,25 @@ def test_lgst_training_steps_match_official(official, data, nets, monkeypatch):
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    images = csad_method.load_uint8(data["train/good"], common.IMAGE_SIZE)
+    images = load_uint8(data["train/good"], common.IMAGE_SIZE)
     steps = train_inputs(load_batch(data["train/good"], common.IMAGE_SIZE))
 
     class Penalty:
         draws = iter(p for _, _, p in steps)
 
         def sample(self, batch_size, gen):
-            return next(self.draws) * std + mean  # the official penalty loader draws one image per step
+            assert batch_size == 1  # lgst_penalty_batch_size: the official penalty loader draws one image per step
+            return next(self.draws) * std + mean
 
     augmented = iter(xa for _, xa, _ in steps)
     monkeypatch.setattr(train_mod, "shuffled_batches", lambda n, b, gen: iter(torch.arange(n).split(2)))
     monkeypatch.setattr(train_mod, "autoencoder_augment", lambda x, gen: next(augmented) * std + mean)
     before = {k: v.clone() for k, v in watched(lgst).items()}
-    losses = train_mod.train_student_autoencoder(lgst, images, Penalty(), steps=len(steps), lr=2e-4, weight_decay=1e-4,
-                                                 batch_size=2, gen=torch.Generator().manual_seed(0), progress=False)
+    cfg = CSADConfig()
+    losses = train_mod.train_student_autoencoder(lgst, images, Penalty(), label="LGST", steps=len(steps), lr=cfg.lgst_lr,
+                                                 weight_decay=cfg.lgst_weight_decay, batch_size=cfg.lgst_batch_size,
+                                                 penalty_batch_size=cfg.lgst_penalty_batch_size,
+                                                 gen=torch.Generator().manual_seed(0), progress=False)
     assert rel(losses, official["train_losses"]) < TOL
     for k, v in watched(lgst).items():
         assert rel(v - before[k], official[f"update_{k}"]) < 1e-2, k  # of the update (~lr), as UniAD's

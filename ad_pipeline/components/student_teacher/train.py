@@ -72,13 +72,14 @@ def _penalty_stream(penalty: PenaltyImages | None, batch_size: int, gen: torch.G
 
 def train_student_autoencoder(model: StudentTeacher, images: torch.Tensor, penalty: PenaltyImages | None, *,
                               label: str, steps: int, lr: float = 1e-4, weight_decay: float = 1e-5,
-                              batch_size: int = 1, gen: torch.Generator, quantile_cap: int = TORCH_QUANTILE_LIMIT,
-                              progress: bool = True) -> list[float]:
+                              batch_size: int = 1, penalty_batch_size: int | None = None, gen: torch.Generator,
+                              quantile_cap: int = TORCH_QUANTILE_LIMIT, progress: bool = True) -> list[float]:
     """Train ``model.student`` and ``model.autoencoder`` in place; return the loss of every step.
 
     ``images``: uint8 [N,3,H,W] training images (already resized). ``model.teacher_mean/std``
-    must be set. ``label``: the progress bar's. Adam + StepLR(⌊0.95·steps⌋, ×0.1) stepped every
-    iteration. Randomness (sampling, augmentation, penalty draws) comes from ``gen``; dropout
+    must be set. ``label``: the progress bar's. ``penalty_batch_size``: penalty images per step
+    (None: ``batch_size``; CSAD's official code draws 1 for a batch of 2). Adam +
+    StepLR(⌊0.95·steps⌋, ×0.1) stepped every iteration. Randomness (sampling, augmentation, penalty draws) comes from ``gen``; dropout
     from torch's global RNG, which the caller seeds (see ``EfficientAD.fit``).
     """
     device = model.teacher_mean.device
@@ -90,7 +91,7 @@ def train_student_autoencoder(model: StudentTeacher, images: torch.Tensor, penal
     model.autoencoder.train()
     c = model.teacher_mean.shape[1]
     batches = shuffled_batches(images.shape[0], batch_size, gen)
-    penalties = _penalty_stream(penalty, batch_size, gen)
+    penalties = _penalty_stream(penalty, penalty_batch_size or batch_size, gen)
     losses: list[float] = []
     bar = tqdm(range(steps), desc=label, disable=not progress)
     for _ in bar:

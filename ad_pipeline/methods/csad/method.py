@@ -50,6 +50,7 @@ class CSADConfig(MethodConfig):
     lgst_width_divisor: int = 1  # > 1 only for tiny smoke-test students
     lgst_steps: int = 60_000
     lgst_batch_size: int = 2
+    lgst_penalty_batch_size: int = 1  # penalty images per step (official: 1; set lgst_batch_size for the old rule)
     lgst_lr: float = 2e-4
     lgst_weight_decay: float = 1e-4
     projection_seed: int = 0  # seeds the frozen random 1×1 teacher projection
@@ -196,8 +197,8 @@ class CSAD(AnomalyMethod):
         self.lgst.teacher_std.copy_(std)
         penalty = (PenaltyImages(list_images(cfg.penalty_images), cfg.image_size) if cfg.penalty_images else None)
         train_student_autoencoder(self.lgst, images, penalty, label="LGST", steps=cfg.lgst_steps, lr=cfg.lgst_lr,
-                                  weight_decay=cfg.lgst_weight_decay, batch_size=cfg.lgst_batch_size, gen=gen,
-                                  progress=ctx.progress)
+                                  weight_decay=cfg.lgst_weight_decay, batch_size=cfg.lgst_batch_size,
+                                  penalty_batch_size=cfg.lgst_penalty_batch_size, gen=gen, progress=ctx.progress)
         val_images = load_uint8(list(validation), cfg.image_size)
         fit_map_quantiles(self.lgst, val_images, batch_size=cfg.batch_size, seed=ctx.seed)
         self.stats["lgst"] = trimmed(lgst_scores(self.lgst, val_images, batch_size=cfg.batch_size)[0], g)
