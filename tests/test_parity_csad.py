@@ -151,9 +151,15 @@ def test_csad_fit_and_score_match_official(official, data, nets, tmp_path, monke
     assert rel(method.lgst.teacher_std.flatten(), official["teacher_std"]) < TOL
     assert rel(method.lgst.quantiles, official["quantiles"]) < TOL
     scores = method.score(data["test"])
-    assert rel(scores.extras["lgst"], trimmed(official["lgst_val"], 0.0)(official_test_scores(official, "lgst"))) < TOL
+    lg, off = method.stats["lgst"], trimmed(official["lgst_val"], 0.0)
+    assert rel(scores.extras["lgst"] * lg.std + lg.mean, official_test_scores(official, "lgst")) < TOL  # raw scores
+    assert abs(lg.mean - off.mean) < TOL * off.mean
+    # the trimmed std is that of the 2 middle validation scores, 9e-5 (5e-4 of the scores): score differences
+    # of ~1e-7 move it, and every z-score, by ~1e-3 relative
+    assert abs(lg.std - off.std) < 5e-3 * off.std
+    assert rel(scores.extras["lgst"], off(official_test_scores(official, "lgst"))) < 5e-3
     assert rel(scores.extras["patch_hist"], trimmed(official["ph_val"], 0.0)(official_test_scores(official, "ph"))) < TOL
-    assert rel(scores.scores, np.concatenate([official["final_logi"], official["final_struc"][-1:]])) < TOL
+    assert rel(scores.scores, np.concatenate([official["final_logi"], official["final_struc"][-1:]])) < 5e-3
 
 
 @pytest.mark.slow
