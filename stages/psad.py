@@ -1,9 +1,10 @@
 """Stage ``psad@<dataset>``: PSAD scoring on the (second-stage) part segmenter and a patch bank.
 
-``psad.patch_bank: full`` (the seed's) fits PatchCore here with the ``patchcore`` params but
-no coreset; ``coreset`` reads ``patchcore@``'s ``train_loo`` / ``validation`` / ``test`` dumps
-(never recomputed), checked against the manifest: missing or stale dumps are an error naming
-the stage to run. meta.json's ``patch_bank`` says which.
+``psad.patch_bank: seed`` (default) computes the seed's PatchCore scores here (``psad.seed_bank``);
+``full`` fits our PatchCore here with the ``patchcore`` params but no coreset; ``coreset`` reads
+``patchcore@``'s ``train_loo`` / ``validation`` / ``test`` dumps (never recomputed), checked
+against the manifest: missing or stale dumps are an error naming the stage to run. meta.json's
+``patch_bank`` says which.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from ad_pipeline.methods.base import MethodConfig, RunContext
 from ad_pipeline.methods.patchcore.method import PatchCore
 from ad_pipeline.methods.psad.method import load_patch_scores
 from ad_pipeline.methods.psad.patch_bank import full_bank_patch_scores
+from ad_pipeline.methods.psad.seed_bank import seed_bank_scores
 from stages import run_method
 from stages.common import method_dir, params, run_context
 
@@ -43,10 +45,15 @@ def prepare(model, manifest: Manifest, dataset: str) -> None:
     if model.cfg.patch_bank == "coreset":
         load_patchcore_dumps(model, manifest, dataset)
         return
+    others = [manifest.paths("validation"), manifest.paths("test")]
+    if model.cfg.patch_bank == "seed":
+        cfg = model.cfg
+        model.patch_scores, model.patch_bank = seed_bank_scores(cfg.seed_bank, cfg.image_size, cfg.preprocess,
+                                                                model.ctx, manifest.paths("train"), others)
+        return
     p = params()
     pc = p.settings("patchcore", dataset, manifest.category)  # the dataset's PatchCore settings, no coreset
-    scores, facts = full_bank_scores(pc.config, run_context(p, dataset, pc), manifest.paths("train"),
-                                     [manifest.paths("validation"), manifest.paths("test")])
+    scores, facts = full_bank_scores(pc.config, run_context(p, dataset, pc), manifest.paths("train"), others)
     model.patch_scores.update(scores)
     model.patch_bank = facts
 

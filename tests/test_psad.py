@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ad_pipeline.errors import ArtifactError
+from ad_pipeline.errors import ArtifactError, UserError
 from ad_pipeline.io import write_scores
 from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.psad.banks import composition_features, histogram_features
@@ -20,6 +20,7 @@ from ad_pipeline.methods.psad.method import (
     save_part_segmenter,
 )
 from ad_pipeline.methods.psad.scaling import Standardizer, adaptive_scale, nearest_distances, nearest_other_distances
+from ad_pipeline.methods.psad.seed_bank import image_score, knn_distances
 from ad_pipeline.segmentation.train import PSAD_FEWSHOT, SegTrainConfig
 
 
@@ -145,3 +146,21 @@ def test_psad_end_to_end_with_patch_dumps(tmp_path):
     again = PSAD.load(tmp_path / "psad", cfg, ctx)
     again.patch_scores = method.patch_scores
     np.testing.assert_allclose(again.score(paths[4:]).scores, out.scores)
+
+
+def test_histogram_classes_beyond_num_classes_are_a_user_error(tmp_path):
+    p = tmp_path / "0.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(p)
+    cfg = PSADConfig(image_size=16, num_classes=4, segmenter={"hist_classes": [1, 2, 3, 6]})
+    with pytest.raises(UserError, match=r"hist_classes \[1, 2, 3, 6\] name classes ≥ num_classes 4"):
+        fit_part_segmenter([p], [np.zeros((16, 16), np.uint8)], [], cfg, RunContext(pretrained="false"))
+
+
+def test_seed_bank_image_score_is_the_reweighted_worst_patch():
+    knn = torch.tensor([[1.0, 2.0], [3.0, 5.0]])  # 2 patches × 2 nearest distances; the seed divides by 10
+    expected = (1 - np.exp(0.5) / (np.exp(0.3) + np.exp(0.5))) * 0.3
+    assert image_score(knn) == pytest.approx(expected, rel=1e-6)
+    assert image_score(knn[:, :1]) == pytest.approx(0.3)  # k = 1: the max patch score
+    bank = torch.tensor([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0]])
+    d = knn_distances(torch.tensor([[0.0, 0.0]]), bank, 2, chunk=1, hidden=slice(0, 1))
+    assert torch.allclose(d, torch.tensor([[5.0, 10.0]]))  # row 0 hidden (leave-one-out)

@@ -70,6 +70,9 @@ def test_normal_subset_is_seeded():
     assert a != other
     assert normal_subset(paths, 1.0, 0) == paths
     assert len(normal_subset(paths, 0.01, 0)) == 2  # adaptive scaling needs two
+    # the seed's --less_data k: the first N // k names in sorted order
+    assert normal_subset(paths[::-1], 0.125, 0, "first") == ["000.png", "001.png"]
+    assert normal_subset(paths[:15], 0.25, 0, "first") == paths[:3]
 
 
 def _tray(n: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:

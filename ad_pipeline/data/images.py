@@ -64,10 +64,11 @@ def load_mask(path: str | Path) -> np.ndarray:
 
 
 def crop_resize_pad(im: Image.Image, size: int, *, margin: int = 0, pad_square: bool = True,
-                    resample: str = "bicubic") -> Image.Image:
+                    resample: str = "bicubic", rounding: str = "round") -> Image.Image:
     """Remove ``margin`` px from every side, then resize the longer side to ``size`` (``resample``)
     and zero-pad to ``size × size`` with the content in the top-left corner; ``pad_square=False``
-    squashes to ``size × size`` instead (PSAD's preprocessing, psad.md §1)."""
+    squashes to ``size × size`` instead (PSAD's preprocessing, psad.md §1). Resized sides are
+    rounded (``rounding="round"``) or truncated (``"floor"``, the PSAD seed's ``int()``)."""
     w, h = im.size
     if 2 * margin >= min(w, h):
         raise UserError(f"crop {margin} px per side leaves nothing of a {w}×{h} image",
@@ -78,7 +79,8 @@ def crop_resize_pad(im: Image.Image, size: int, *, margin: int = 0, pad_square: 
     if not pad_square:
         return im.resize((size, size), _RESAMPLE[resample])
     scale = size / max(w, h)
-    im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), _RESAMPLE[resample])
+    fit = round if rounding == "round" else int
+    im = im.resize((max(1, fit(w * scale)), max(1, fit(h * scale))), _RESAMPLE[resample])
     canvas = Image.new(im.mode, (size, size), 0)
     if im.mode == "P":
         canvas.putpalette(im.getpalette())

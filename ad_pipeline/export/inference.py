@@ -43,6 +43,7 @@ class Geometry:
     margin: int = 0
     pad_square: bool = False
     resample: str = "bilinear"
+    rounding: str = "round"  # pad_square resize: "floor" = PSAD's preprocess.rounding: floor
 
     @property
     def size(self) -> int:
@@ -51,7 +52,7 @@ class Geometry:
 
     def load(self, paths: Sequence[Path]) -> torch.Tensor:
         x = normalized_batch([crop_resize_pad(load_rgb(p), self.resize, margin=self.margin, pad_square=self.pad_square,
-                                              resample=self.resample) for p in paths],
+                                              resample=self.resample, rounding=self.rounding) for p in paths],
                              mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
         return x if self.crop is None or self.crop == self.resize else center_crop(x, [self.crop, self.crop])
 

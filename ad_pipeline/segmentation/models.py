@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -103,10 +104,18 @@ class FrozenEncoderSegmentor(nn.Module):
         return F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=False)
 
 
-def coordinate_maps(batch: int, height: int, width: int, scale: float = 1.0) -> torch.Tensor:
-    """[B,2,H,W]: channel 0 = x, channel 1 = y, each linspace(0, 1) × ``scale``."""
-    ys = torch.linspace(0, 1, height).view(height, 1).expand(height, width)
-    xs = torch.linspace(0, 1, width).view(1, width).expand(height, width)
+def coordinate_maps(batch: int, height: int, width: int, scale: float = 1.0, levels: int = 0) -> torch.Tensor:
+    """[B,2,H,W]: channel 0 = x, channel 1 = y, each linspace(0, 1) × ``scale``.
+
+    ``levels`` > 0: each linspace value truncated to a multiple of 1/levels first (255: the seed's
+    coordinates, which pass through an 8-bit image; docs/parity.md)."""
+    def axis(n: int) -> torch.Tensor:
+        if not levels:
+            return torch.linspace(0, 1, n)
+        return torch.from_numpy((np.linspace(0, 1, n) * levels).astype(np.int64) / levels).float()
+
+    ys = axis(height).view(height, 1).expand(height, width)
+    xs = axis(width).view(1, width).expand(height, width)
     return (torch.stack([xs, ys]) * scale).unsqueeze(0).expand(batch, -1, -1, -1).contiguous()
 
 
@@ -116,15 +125,17 @@ class CoordSegmenter(nn.Module):
     Features of ``layers`` are bilinearly upsampled (align_corners=True) to the first layer's
     size and concatenated with the coordinate maps resized likewise; head = 1×1 conv to half
     the channels, ReLU, 1×1 conv to ``num_classes``. The encoder is trained with the head
-    when built with ``trainable=True``.
+    when built with ``trainable=True``. Default coordinates: :func:`coordinate_maps` with
+    ``coord_scale`` and ``coord_levels``.
     """
 
     def __init__(self, encoder: nn.Module, num_classes: int, *, layers: Sequence[str] = ("layer1", "layer2", "layer3"),
-                 coord_scale: float = 1.0):
+                 coord_scale: float = 1.0, coord_levels: int = 0):
         super().__init__()
         self.encoder = encoder
         self.layers = tuple(layers)
         self.coord_scale = coord_scale
+        self.coord_levels = coord_levels
         cin = sum(probe_channels(encoder, self.layers)) + 2
         self.head = nn.Sequential(nn.Conv2d(cin, cin // 2, 1), nn.ReLU(), nn.Conv2d(cin // 2, num_classes, 1))
 
@@ -132,7 +143,7 @@ class CoordSegmenter(nn.Module):
         feats = self.encoder(x, list(self.layers))
         size = feats[self.layers[0]].shape[2:]
         if coords is None:
-            coords = coordinate_maps(x.shape[0], x.shape[2], x.shape[3], self.coord_scale).to(x)
+            coords = coordinate_maps(x.shape[0], x.shape[2], x.shape[3], self.coord_scale, self.coord_levels).to(x)
         parts = [F.interpolate(feats[n], size=size, mode="bilinear", align_corners=True) for n in self.layers]
         parts.append(F.interpolate(coords, size=size, mode="bilinear", align_corners=True))
         logits = self.head(torch.cat(parts, 1))
@@ -145,17 +156,19 @@ class ResidualCoordSegmenter(nn.Module):
     With trunk features l1, l2, l3 (``layers``): h = concat(l3, coords resized to l3) →
     bilinear to l2's size → 3×3 conv to C2 + ReLU, + l2 → bilinear to l1's size → 3×3 conv to
     C1 + ReLU, + l1 → bilinear to H×W → 1×1 conv to ``num_classes`` (all bilinear with
-    align_corners=True). Coordinates are linspace(0, 1) × ``coord_scale`` (seed: 30).
+    align_corners=True). Coordinates are linspace(0, 1) × ``coord_scale`` (seed: 30), see
+    :func:`coordinate_maps` for ``coord_levels``.
     """
 
     def __init__(self, encoder: nn.Module, num_classes: int, *, layers: Sequence[str] = ("layer1", "layer2", "layer3"),
-                 coord_scale: float = 30.0):
+                 coord_scale: float = 30.0, coord_levels: int = 0):
         super().__init__()
         if len(layers) != 3:
             raise ValueError(f"ResidualCoordSegmenter needs 3 layers (low to high), got {list(layers)}")
         self.encoder = encoder
         self.layers = tuple(layers)
         self.coord_scale = coord_scale
+        self.coord_levels = coord_levels
         c1, c2, c3 = probe_channels(encoder, self.layers)
         self.up3 = nn.Sequential(nn.Conv2d(c3 + 2, c2, 3, padding=1), nn.ReLU())
         self.up2 = nn.Sequential(nn.Conv2d(c2, c1, 3, padding=1), nn.ReLU())
@@ -164,7 +177,7 @@ class ResidualCoordSegmenter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.encoder(x, list(self.layers))
         l1, l2, l3 = (feats[n] for n in self.layers)
-        coords = coordinate_maps(x.shape[0], x.shape[2], x.shape[3], self.coord_scale).to(x)
+        coords = coordinate_maps(x.shape[0], x.shape[2], x.shape[3], self.coord_scale, self.coord_levels).to(x)
         h = torch.cat([l3, F.interpolate(coords, size=l3.shape[2:], mode="bilinear", align_corners=True)], 1)
         h = self.up3(F.interpolate(h, size=l2.shape[2:], mode="bilinear", align_corners=True)) + l2
         h = self.up2(F.interpolate(h, size=l1.shape[2:], mode="bilinear", align_corners=True)) + l1

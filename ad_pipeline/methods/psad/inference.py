@@ -107,6 +107,7 @@ def build(model_dir: Path, cfg: PSADConfig, ctx: RunContext) -> Inference:
                                 fix="export a PSAD fitted with psad.patch_bank: coreset (patchcore@'s model)")
         patch = patchcore_inference(ctx)
     pre = cfg.preprocess
-    image = Geometry(cfg.image_size, margin=pre.crop, pad_square=pre.pad_square, resample=pre.resample)
+    image = Geometry(cfg.image_size, margin=pre.crop, pad_square=pre.pad_square, resample=pre.resample,
+                     rounding=pre.rounding)
     return Inference(PSADInference(method, patch.module if patch else None), resize=cfg.image_size,
                      inputs=(image, *(patch.inputs if patch else ())))

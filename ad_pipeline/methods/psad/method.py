@@ -3,11 +3,12 @@ segmenter trained on its pseudo-labels (``psad_segmenter@``) and scoring (``psad
 
 The patch bank needs PatchCore image scores in ``PSAD.patch_scores`` before fit/score: for test
 images against the bank, for train images leave-one-out (against a bank WITHOUT that image's
-patches). ``patch_bank: full`` (the seed's: no coreset) computes them with
-:func:`~ad_pipeline.methods.psad.patch_bank.full_bank_patch_scores`; ``coreset`` reads ``patchcore@``'s dumps with
-:func:`load_patch_scores` (``train_loo`` and ``test``). Every image (and few-shot label) goes
-through :mod:`~ad_pipeline.methods.psad.preprocess` with the category's settings, recorded by
-the part segmenter and adopted by the later stages. Final score = Σ over ``memory_type`` banks
+patches). ``patch_bank: seed`` (default) computes them as the seed's PatchCore does with
+:func:`~ad_pipeline.methods.psad.seed_bank.seed_bank_scores`; ``full`` with our PatchCore without
+coreset (:func:`~ad_pipeline.methods.psad.patch_bank.full_bank_patch_scores`); ``coreset`` reads
+``patchcore@``'s dumps with :func:`load_patch_scores` (``train_loo`` and ``test``). Every image
+(and few-shot label) goes through :mod:`~ad_pipeline.methods.psad.preprocess` with the category's
+settings, recorded by the part segmenter and adopted by the later stages. Final score = Σ over ``memory_type`` banks
 (h, c, p) of adaptively scaled NN distances; the banks hold a seeded ``normal_fraction`` of the
 train images.
 """
@@ -36,6 +37,7 @@ from ad_pipeline.methods.psad.scaling import (
     nearest_other_distances,
 )
 from ad_pipeline.methods.psad.preprocess import PreprocessConfig, load_preprocessed, preprocess_label
+from ad_pipeline.methods.psad.seed_bank import SeedBankConfig
 from ad_pipeline.seed import seed_everything
 from ad_pipeline.segmentation.models import CoordSegmenter, ResidualCoordSegmenter
 from ad_pipeline.segmentation.train import (
@@ -60,6 +62,7 @@ class PSADConfig(MethodConfig):
     segmenter_encoder: str = "wide_resnet101_2"
     segmenter_layers: tuple[str, ...] = ("layer1", "layer2", "layer3")
     coord_scale: float = 1.0
+    coord_levels: int = Field(0, ge=0)  # both segmenters; 255 = the seed's 8-bit-truncated coordinates (docs/parity.md)
     segmenter: SegTrainConfig = SegTrainConfig(**PSAD_FEWSHOT)
     feature_encoder: str = "resnet101"
     feature_layers: tuple[str, ...] = ("layer1", "layer2", "layer3")
@@ -77,7 +80,11 @@ class PSADConfig(MethodConfig):
     retrain_coord_scale: float = 30.0
     retrain: SegTrainConfig = SegTrainConfig(**PSAD_RETRAIN)
     normal_fraction: float = Field(1.0, gt=0, le=1)  # seeded share of train images in the banks (seed: 1 … 1/8)
-    patch_bank: Literal["full", "coreset"] = "full"  # full: own PatchCore without coreset (seed); coreset: patchcore@
+    normal_subset: Literal["seeded", "first"] = "seeded"  # first: the seed's first ⌊N·fraction⌋ by name
+    # seed: the seed's anomalib PatchCore on the preprocessed images (seed_bank.py, ``seed_bank``);
+    # full: our PatchCore with the ``patchcore`` params, no coreset; coreset: patchcore@'s dumps
+    patch_bank: Literal["seed", "full", "coreset"] = "seed"
+    seed_bank: SeedBankConfig = SeedBankConfig()
 
     @field_validator("segmenter", mode="before")
     @classmethod
@@ -92,11 +99,16 @@ class PSADConfig(MethodConfig):
         return {**PSAD_RETRAIN, **v} if isinstance(v, dict) else v
 
 
-def normal_subset(paths: Sequence[Path], fraction: float, seed: int) -> list[Path]:
-    """The seeded ``fraction`` of ``paths`` (round(fraction·N), at least 2), in their original order."""
+def normal_subset(paths: Sequence[Path], fraction: float, seed: int,
+                  rule: Literal["seeded", "first"] = "seeded") -> list[Path]:
+    """``seeded``: a seeded random ``fraction`` of ``paths`` (round(fraction·N), at least 2), in their
+    original order. ``first``: the seed's ``--less_data``: the first ⌊fraction·N⌋ (at least 2) of the
+    paths sorted by name."""
     n = len(paths)
     if fraction >= 1.0 or n <= 2:
         return list(paths)
+    if rule == "first":
+        return sorted(paths, key=str)[:max(2, int(fraction * n))]
     k = max(2, round(fraction * n))
     keep = np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
     return [paths[i] for i in keep]
@@ -106,10 +118,12 @@ def _segmenter(cfg: PSADConfig, ctx: RunContext, kind: str = FEWSHOT) -> CoordSe
     if kind == FEWSHOT:
         enc = build_backbone(cfg.segmenter_encoder, pretrained=ctx.pretrained, weights_dir=ctx.weights_dir,
                              seed=ctx.seed, trainable=True)
-        return CoordSegmenter(enc, cfg.num_classes, layers=cfg.segmenter_layers, coord_scale=cfg.coord_scale)
+        return CoordSegmenter(enc, cfg.num_classes, layers=cfg.segmenter_layers, coord_scale=cfg.coord_scale,
+                              coord_levels=cfg.coord_levels)
     enc = build_backbone(cfg.retrain_encoder, pretrained=ctx.pretrained if cfg.retrain_pretrained else "false",
                          weights_dir=ctx.weights_dir, seed=ctx.seed, trainable=True)
-    return ResidualCoordSegmenter(enc, cfg.num_classes, coord_scale=cfg.retrain_coord_scale)
+    return ResidualCoordSegmenter(enc, cfg.num_classes, coord_scale=cfg.retrain_coord_scale,
+                                  coord_levels=cfg.coord_levels)
 
 
 def fit_part_segmenter(shots: Sequence[Path], shot_masks: Sequence[np.ndarray], unlabeled: Sequence[Path],
@@ -123,6 +137,10 @@ def fit_part_segmenter(shots: Sequence[Path], shot_masks: Sequence[np.ndarray], 
     if top >= cfg.num_classes:
         raise UserError(f"shot masks contain class {top} but num_classes is {cfg.num_classes}",
                         fix="set psad num_classes to the number of part classes incl. background")
+    if any(c >= cfg.num_classes for c in cfg.segmenter.hist_classes or []):
+        raise UserError(f"psad segmenter.hist_classes {cfg.segmenter.hist_classes} name classes ≥ num_classes "
+                        f"{cfg.num_classes}", fix="set psad.segmenter.hist_classes to classes below num_classes "
+                                                  "(null: every foreground class)")
     seed_everything(ctx.seed)
     model = _segmenter(cfg, ctx)
     images = load_preprocessed([*shots, *unlabeled], cfg.image_size, cfg.preprocess)
@@ -284,7 +302,7 @@ class PSAD(AnomalyMethod):
         return out
 
     def fit(self, train: Sequence[Path], validation: Sequence[Path]) -> None:
-        train = normal_subset(train, self.cfg.normal_fraction, self.ctx.seed)
+        train = normal_subset(train, self.cfg.normal_fraction, self.ctx.seed, self.cfg.normal_subset)
         self.normal_images = [str(p) for p in train]
         patch_train = self._patch(train, "leave-one-out train") if "p" in self.cfg.memory_type else None
         self.segmenter = self._load_segmenter()
@@ -329,7 +347,8 @@ class PSAD(AnomalyMethod):
                 "nearest_rule": self.cfg.nearest_rule, "num_classes": self.cfg.num_classes,
                 "segmenter": self.segmenter_kind, "preprocess": self.cfg.preprocess.model_dump(),
                 "patch_bank": self.patch_bank or None,
-                "normal_subset": {"fraction": self.cfg.normal_fraction, "seed": self.ctx.seed,
+                "normal_subset": {"fraction": self.cfg.normal_fraction, "rule": self.cfg.normal_subset,
+                                  "seed": self.ctx.seed,
                                   "n": len(self.normal_images), "images": self.normal_images},
                 "weights": judged.pop() if len(judged) == 1 else "random-init",  # any random part → random-init
                 "weights_per_part": parts}

@@ -1,5 +1,6 @@
-"""PSAD's patch bank with the seed's full PatchCore memory (no coreset), psad.md §4, from the shared
-components (patch features, memory bank kNN scores).
+"""PSAD's ``patch_bank: full``: our PatchCore's patch features and kNN scoring with the full memory
+(every train patch, no coreset, as the seed's dumps), from the shared components (patch features,
+memory bank kNN scores). The seed's own anomalib-style PatchCore is ``seed_bank.py`` (docs/parity.md).
 
 Kept apart from ``method.py`` so that the segmenter stages do not import the backbone pipeline.
 """

@@ -30,7 +30,9 @@ class PreprocessConfig(BaseModel):
     crop: int = Field(0, ge=0)  # margin removed from every side, in source pixels
     pad_square: bool = True  # resize the longer side to the target and zero-pad bottom/right
     resample: Literal["bicubic", "bilinear"] = "bicubic"  # images; labels are always nearest
-
+    # resized side lengths: "round" (the longer side is exactly the target); "floor" = the seed's
+    # int(side · target / longer side), whose float error gives 511 for 1700 px → 512 (docs/parity.md)
+    rounding: Literal["round", "floor"] = "round"
 
 
 def preprocess(im: Image.Image, size: int, cfg: PreprocessConfig, *, label: bool = False) -> Image.Image:
@@ -41,7 +43,7 @@ def preprocess(im: Image.Image, size: int, cfg: PreprocessConfig, *, label: bool
         raise UserError(f"preprocess crop {c} px per side leaves nothing of a {w}×{h} image",
                         fix="lower psad.preprocess.crop for this category (its profile or ad_pipeline.recipes)")
     return crop_resize_pad(im, size, margin=c, pad_square=cfg.pad_square,
-                           resample="nearest" if label else cfg.resample)
+                           resample="nearest" if label else cfg.resample, rounding=cfg.rounding)
 
 
 def load_preprocessed(paths: Sequence[str | Path], size: int, cfg: PreprocessConfig) -> torch.Tensor:
