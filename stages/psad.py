@@ -1,7 +1,8 @@
 """Stage ``psad@<dataset>``: PSAD scoring on the (second-stage) part segmenter and a patch bank.
 
-``psad.patch_bank: full`` (the seed's) fits PatchCore here with the ``patchcore`` params but
-no coreset; ``coreset`` reads ``patchcore@``'s ``train_loo`` / ``validation`` / ``test`` dumps
+``psad.patch_bank: full`` (the seed's) scores here against a bank of every train patch, with the
+patch features and kNN scoring of the ``patchcore`` params (PSAD itself imports no PatchCore);
+``coreset`` reads ``patchcore@``'s ``train_loo`` / ``validation`` / ``test`` dumps
 (never recomputed), checked against the manifest: missing or stale dumps are an error naming
 the stage to run. meta.json's ``patch_bank`` says which.
 """
