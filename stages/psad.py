@@ -1,10 +1,10 @@
 """Stage ``psad@<dataset>``: PSAD scoring on the (second-stage) part segmenter and a patch bank.
 
 ``psad.patch_bank: seed`` (default) computes the seed's PatchCore scores here (``psad.seed_bank``);
-``full`` fits our PatchCore here with the ``patchcore`` params but no coreset; ``coreset`` reads
-``patchcore@``'s ``train_loo`` / ``validation`` / ``test`` dumps (never recomputed), checked
-against the manifest: missing or stale dumps are an error naming the stage to run. meta.json's
-``patch_bank`` says which.
+``full`` scores here against a bank of every train patch, with the patch features and kNN scoring
+of the ``patchcore`` params (PSAD itself imports no PatchCore); ``coreset`` reads ``patchcore@``'s
+``train_loo`` / ``validation`` / ``test`` dumps (never recomputed), checked against the manifest:
+missing or stale dumps are an error naming the stage to run. meta.json's ``patch_bank`` says which.
 """
 
 from __future__ import annotations

@@ -217,12 +217,11 @@ class PrunedKnnIndex(KnnIndex):
         dist = torch.empty(len(q), k, device=q.device)
         idx = torch.empty(len(q), k, dtype=torch.long, device=q.device)
         unprunable, exact_pairs = [], 0
-        for start in range(0, len(q), self.group):
-            rows = torch.arange(start, min(start + self.group, len(q)), device=q.device)
-            union = candidate[rows].view(torch.uint8).amax(dim=0).nonzero()[:, 0]  # (amax: much faster than any)
+        for g, union in enumerate(self._group_unions(candidate)):
+            rows = slice(g * self.group, (g + 1) * self.group)
             self.stats.groups += 1
             if len(union) > self.max_union_fraction * m:
-                unprunable.append(rows)
+                unprunable.append(torch.arange(len(q), device=q.device)[rows])
                 continue
             partial = torch.addmm(self.bank_sq.index_select(0, union)[None, :], q[rows],
                                   self.bank.index_select(0, union).T, alpha=-2)  # distance − ‖q‖²
@@ -235,6 +234,15 @@ class PrunedKnnIndex(KnnIndex):
             dist[rows], idx[rows] = self._brute_force(q[rows], k)
             exact_pairs += len(rows) * m
         return dist, idx, exact_pairs
+
+    def _group_unions(self, candidate: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """[B, M] bool -> per group of ``group`` consecutive queries, the bank rows [U_g] that are a
+        candidate of any of them (ascending), in one reduction over the chunk (uint8 amax: much
+        faster than ``any``)."""
+        n_groups = -(-len(candidate) // self.group)
+        pad = candidate.new_zeros(n_groups * self.group - len(candidate), candidate.shape[1])
+        unions = torch.cat([candidate, pad]).view(torch.uint8).unflatten(0, (n_groups, self.group)).amax(dim=1)
+        return unions.nonzero()[:, 1].split(unions.sum(dim=1, dtype=torch.long).tolist())
 
     def _brute_force(self, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact search against the whole bank: faiss on CPU (measured faster), torch on GPU; the
