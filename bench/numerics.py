@@ -78,7 +78,9 @@ def worker(quick: bool) -> dict:
     from ad_pipeline.methods.patchcore import PatchCore, PatchCoreConfig
     from ad_pipeline.methods.uniad import Config
     from ad_pipeline.methods.uniad.features import build_feature_extractor, extract_aligned_features
-    from ad_pipeline.methods.uniad.train import DistInfo, build_model, train_epoch
+    from ad_pipeline.methods.uniad.distributed import DistInfo
+    from ad_pipeline.methods.uniad.model import build_model
+    from ad_pipeline.methods.uniad.train import train_epoch
     from ad_pipeline.seed import seed_everything
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))

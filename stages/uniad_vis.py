@@ -21,7 +21,8 @@ from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.uniad.config import Config
 from ad_pipeline.methods.uniad.features import build_feature_extractor, extract_aligned_features, extract_options
 from ad_pipeline.methods.uniad.method import MODEL_FILE, load_model_state
-from ad_pipeline.methods.uniad.train import build_model, resolve_device
+from ad_pipeline.methods.uniad.distributed import resolve_device
+from ad_pipeline.methods.uniad.model import build_model
 from ad_pipeline.methods.uniad.vis import (
     VisConfig, build_decoder, decode, query_features, reconstruction_loss, train_decoder,
 )

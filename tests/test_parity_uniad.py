@@ -19,7 +19,8 @@ from parity_uniad_common import (
 
 from ad_pipeline.methods.uniad import anomaly_map, image_scores
 from ad_pipeline.methods.uniad.features import AlignedFeatures
-from ad_pipeline.methods.uniad.train import DistInfo, train_epoch
+from ad_pipeline.methods.uniad.distributed import DistInfo
+from ad_pipeline.methods.uniad.train import train_epoch
 
 FIXTURES = Path(__file__).parent / "fixtures" / "parity" / "uniad"
 TOL = 1e-4

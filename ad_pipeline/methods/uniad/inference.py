@@ -18,9 +18,8 @@ from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.uniad.config import Config
 from ad_pipeline.methods.uniad.features import AlignedFeatures, build_feature_extractor, feature_shape
 from ad_pipeline.methods.uniad.method import UniAD
-from ad_pipeline.methods.uniad.model import UniADReconstructor, anomaly_map, image_scores
+from ad_pipeline.methods.uniad.model import UniADReconstructor, anomaly_map, build_model, image_scores
 from ad_pipeline.methods.uniad.score import SCORE_POOL
-from ad_pipeline.methods.uniad.train import build_model
 
 
 class UniADInference(nn.Module):

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ad_pipeline.methods.uniad.config import Config
+
 
 def neighbour_mask(h: int, w: int, size: int) -> Tensor:
     """Which key positions each query position may attend to: bool ``[h*w, h*w]``, True = visible.
@@ -195,6 +197,16 @@ class UniADReconstructor(nn.Module):
             out = layer(out, memory, pos, self.attn_mask)
         rec = self.output_proj(self.decoder_norm(out))  # [B, L, C]
         return rec.transpose(1, 2).reshape(b, c, h, w)
+
+
+def build_model(cfg: Config, shape: tuple[int, int, int]) -> UniADReconstructor:
+    """The reconstruction model for aligned features of ``shape = (C, h, w)``."""
+    c, h, w = shape
+    return UniADReconstructor(
+        c, (h, w), hidden=cfg.hidden, heads=cfg.heads, ffn=cfg.ffn, enc_layers=cfg.enc_layers,
+        dec_layers=cfg.dec_layers, neighbor_size=cfg.neighbor_size, dropout=cfg.dropout,
+        jitter_scale=cfg.jitter_scale, jitter_prob=cfg.jitter_prob,
+    )
 
 
 def anomaly_map(features: Tensor, reconstruction: Tensor, size: tuple[int, int]) -> Tensor:

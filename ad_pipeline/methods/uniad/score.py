@@ -13,9 +13,9 @@ from torch import Tensor
 from ad_pipeline.errors import ArtifactError
 from ad_pipeline.methods.base import RunContext, Scores
 from ad_pipeline.methods.uniad.config import Config
+from ad_pipeline.methods.uniad.distributed import resolve_device
 from ad_pipeline.methods.uniad.features import build_feature_extractor, extract_aligned_features, extract_options
-from ad_pipeline.methods.uniad.model import UniADReconstructor, anomaly_map, image_scores
-from ad_pipeline.methods.uniad.train import build_model, resolve_device
+from ad_pipeline.methods.uniad.model import UniADReconstructor, anomaly_map, build_model, image_scores
 
 SCORE_POOL = 16  # avg-pool kernel before the max (the reference's "max" image score for MVTec AD)
 SCORE_RULES = ("max", "mean", "std")

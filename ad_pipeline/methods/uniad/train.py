@@ -1,18 +1,16 @@
-"""Unified training: ONE reconstruction model over the normal images of all categories.
+"""Unified training loop: ONE reconstruction model over the normal images of all categories.
 
-Works single-process or under ``torchrun --nproc_per_node K`` (DDP: NCCL on CUDA, gloo on CPU).
+Works single-process or under ``torchrun --nproc_per_node K`` (process layout: ``distributed``).
 Randomness that decides results is tied to the data, not to the process layout: the sample order
 is a ``DistributedSampler`` permutation seeded by (seed, epoch), and each sample's jitter noise is
 drawn from a generator seeded by (seed, epoch, sample index). So K processes with per-process
 batch b follow the same trajectory as one process with batch K·b (up to float summation order;
-dropout masks are per process). Checkpoints hold model, optimiser, scheduler and every rank's RNG
-state, so a killed run resumes from its last saved epoch as if it had never stopped.
+dropout masks are per process). Every ``checkpoint_every`` epochs the full state is saved
+(``checkpoint``), so a killed run resumes from its last saved epoch as if it had never stopped.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
@@ -28,17 +25,14 @@ from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from ad_pipeline.errors import UserError
-from ad_pipeline.io import atomic_path, params_hash
 from ad_pipeline.methods.base import RunContext
+from ad_pipeline.methods.uniad.checkpoint import (
+    CHECKPOINT_NAME, TrainingState, cpu_state, fingerprint, resume, save_checkpoint,
+)
 from ad_pipeline.methods.uniad.config import Config
+from ad_pipeline.methods.uniad.distributed import DistInfo, global_mean, setup_distributed, teardown_distributed
 from ad_pipeline.methods.uniad.features import build_feature_extractor, extract_aligned_features, extract_options
-from ad_pipeline.methods.uniad.model import UniADReconstructor, draw_jitter_noise
-
-log = logging.getLogger(__name__)
-
-CHECKPOINT_NAME = "checkpoint.pth"
-# Config fields that may change between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "device", "num_workers", "distributed", "image_score", "map_size"}
+from ad_pipeline.methods.uniad.model import build_model, draw_jitter_noise
 
 
 @dataclass
@@ -49,53 +43,6 @@ class TrainResult:
 
     model_state: dict[str, Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int
-    world_size: int
-    device: torch.device
-    owns_group: bool  # this module initialised the process group and must destroy it
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def build_model(cfg: Config, shape: tuple[int, int, int]) -> UniADReconstructor:
-    """The reconstruction model for aligned features of ``shape = (C, h, w)``."""
-    c, h, w = shape
-    return UniADReconstructor(
-        c, (h, w), hidden=cfg.hidden, heads=cfg.heads, ffn=cfg.ffn, enc_layers=cfg.enc_layers,
-        dec_layers=cfg.dec_layers, neighbor_size=cfg.neighbor_size, dropout=cfg.dropout,
-        jitter_scale=cfg.jitter_scale, jitter_prob=cfg.jitter_prob,
-    )
-
-
-def resolve_device(cfg: Config, ctx: RunContext) -> torch.device:
-    """``cfg.device`` if set, else the run context's; under torchrun CUDA maps to ``cuda:LOCAL_RANK``."""
-    device = torch.device(cfg.device or ctx.device)
-    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    return device
-
-
-def setup_distributed(cfg: Config, ctx: RunContext) -> DistInfo:
-    """Join the torchrun process group when ``WORLD_SIZE`` > 1 (env:// rendezvous); else single process."""
-    device = resolve_device(cfg, ctx)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if dist.is_available() and dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), device, owns_group=False)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo(0, 1, device, owns_group=False)
-    backend = cfg.distributed.backend
-    if backend == "auto":
-        backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend, init_method="env://")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), device, owns_group=True)
 
 
 def train_unified(
@@ -121,8 +68,7 @@ def train_unified(
     try:
         return _train(train_sets, paths, val_paths, cfg, ctx, Path(checkpoint_dir), info)
     finally:
-        if info.owns_group:
-            dist.destroy_process_group()
+        teardown_distributed(info)
 
 
 def _union(sets: Mapping[str, Sequence[Path]] | None, what: str) -> list[Path]:
@@ -152,10 +98,10 @@ def _train(train_sets: Mapping[str, Sequence[Path]], paths: list[Path], val_path
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
     torch.manual_seed(ctx.seed + info.rank)  # dropout stream of this rank
 
-    fingerprint = _fingerprint(cfg, ctx, paths, val_paths, weights)
-    state = _TrainingState()
+    fp = fingerprint(cfg, ctx, paths, val_paths, weights)
+    state = TrainingState()
     ckpt_path = checkpoint_dir / CHECKPOINT_NAME
-    resumed_from = _resume(ckpt_path, fingerprint, model, optimizer, scheduler, state, info)
+    resumed_from = resume(ckpt_path, fp, model, optimizer, scheduler, state, info)
 
     ddp = (DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
            if info.world_size > 1 else model)
@@ -173,7 +119,7 @@ def _train(train_sets: Mapping[str, Sequence[Path]], paths: list[Path], val_path
         if state.epoch % cfg.checkpoint_every == 0 or state.epoch == cfg.epochs:
             if val_features is not None:
                 state.record_validation(model, _validation_loss(model, val_features, cfg, info))
-            _save_checkpoint(ckpt_path, fingerprint, model, optimizer, scheduler, state, info)
+            save_checkpoint(ckpt_path, fp, model, optimizer, scheduler, state, info)
 
     if cfg.select == "validation":
         if state.best is None:
@@ -181,7 +127,7 @@ def _train(train_sets: Mapping[str, Sequence[Path]], paths: list[Path], val_path
                             fix="delete the checkpoint directory and train again")
         selected_epoch, model_state = state.best["epoch"], state.best["model"]
     else:
-        selected_epoch, model_state = state.epoch, _cpu_state(model)
+        selected_epoch, model_state = state.epoch, cpu_state(model)
     meta = {
         "select": cfg.select, "selected_epoch": selected_epoch, "epochs": state.epoch,
         "resumed_from_epoch": resumed_from, "loss_history": state.loss_history,
@@ -210,7 +156,7 @@ def train_epoch(model: nn.Module, features: Tensor, order: list[int], epoch: int
         nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         total += torch.stack([loss.detach().double() * len(idx), torch.tensor(float(len(idx)), device=info.device)])
-    return _global_mean(total, info)
+    return global_mean(total, info)
 
 
 def _jitter_noise(idx: Sequence[int], epoch: int, seed: int, shape: tuple[int, ...], prob: float) -> Tensor:
@@ -233,93 +179,4 @@ def _validation_loss(model: nn.Module, features: Tensor, cfg: Config, info: Dist
         clean = mine[start:start + cfg.batch_size].to(info.device)
         per_sample = (model(clean) - clean).pow(2).flatten(1).mean(dim=1)
         total += torch.stack([per_sample.double().sum(), torch.tensor(float(len(clean)), device=info.device)])
-    return _global_mean(total, info)
-
-
-def _global_mean(total: Tensor, info: DistInfo) -> float:
-    if info.world_size > 1:
-        dist.all_reduce(total)
-    return float(total[0] / total[1])
-
-
-@dataclass
-class _TrainingState:
-    epoch: int = 0  # completed epochs
-    loss_history: list[float] = field(default_factory=list)
-    val_history: list[list[float]] = field(default_factory=list)  # [epoch, validation loss]
-    best: dict[str, Any] | None = None  # {"epoch", "val_loss", "model"}
-
-    def record_validation(self, model: nn.Module, val_loss: float) -> None:
-        self.val_history.append([self.epoch, val_loss])
-        if self.best is None or val_loss < self.best["val_loss"]:
-            self.best = {"epoch": self.epoch, "val_loss": val_loss, "model": _cpu_state(model)}
-
-
-def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
-def _fingerprint(cfg: Config, ctx: RunContext, paths: list[Path], val_paths: list[Path], weights: str) -> str:
-    """What a checkpoint must share with the current run to be resumed."""
-    return params_hash({
-        "config": cfg.model_dump(exclude=_RESUMABLE_CHANGES), "seed": ctx.seed, "weights": weights,
-        "train": [str(p) for p in paths], "validation": [str(p) for p in val_paths],
-    })
-
-
-def _rng_state(device: torch.device) -> dict[str, Tensor | None]:
-    return {"cpu": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-
-
-def _save_checkpoint(path: Path, fingerprint: str, model: nn.Module, optimizer, scheduler,
-                     state: _TrainingState, info: DistInfo) -> None:
-    """Rank 0 writes the full training state atomically; all ranks meet at a barrier afterwards."""
-    rng = [_rng_state(info.device)]
-    if info.world_size > 1:
-        rng = [None] * info.world_size
-        dist.all_gather_object(rng, _rng_state(info.device))
-    if info.is_main:
-        payload = {
-            "fingerprint": fingerprint, "epoch": state.epoch, "world_size": info.world_size,
-            "model": _cpu_state(model), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "rng": rng, "loss_history": state.loss_history, "val_history": state.val_history, "best": state.best,
-        }
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
-    if info.world_size > 1:
-        dist.barrier()
-
-
-def _resume(path: Path, fingerprint: str, model: nn.Module, optimizer, scheduler, state: _TrainingState,
-            info: DistInfo) -> int | None:
-    """Load ``path`` into the training objects if it belongs to this run; return its epoch (None: fresh)."""
-    if not path.exists():
-        return None
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable checkpoint gets the same advice
-        raise UserError(f"unreadable UniAD checkpoint ({e})", path=path,
-                        fix="delete it to train from scratch") from None
-    if ckpt.get("fingerprint") != fingerprint:
-        if info.is_main:
-            log.warning("%s belongs to another configuration or image list: training from scratch", path)
-        return None
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
-    if ckpt["world_size"] == info.world_size:
-        rng = ckpt["rng"][info.rank]
-        torch.set_rng_state(rng["cpu"])
-        if rng["cuda"] is not None and info.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], info.device)
-    elif info.is_main:
-        log.warning("%s was written by %d processes, resuming with %d: dropout streams restart",
-                    path, ckpt["world_size"], info.world_size)
-    state.epoch = ckpt["epoch"]
-    state.loss_history = list(ckpt["loss_history"])
-    state.val_history = [list(v) for v in ckpt["val_history"]]
-    state.best = ckpt["best"]
-    if info.is_main:
-        log.info("resuming UniAD training from %s at epoch %d", path, state.epoch)
-    return state.epoch
+    return global_mean(total, info)
