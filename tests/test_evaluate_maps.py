@@ -9,9 +9,10 @@ from PIL import Image
 
 from ad_pipeline.errors import UserError
 from ad_pipeline.metrics import evaluate_category, mean_over_categories
+from ad_pipeline.metrics.map_folder import official_test_manifest
 from ad_pipeline.metrics.reference import literal_area, literal_spro_curve
 from ad_pipeline.metrics.spro import parse_defects_config
-from stages.evaluate_maps import _test_manifest, evaluate_maps
+from stages.evaluate_maps import evaluate_maps
 from tests.test_metrics import DEFECTS, GT_A, R1, R2, A, B
 
 DEFECTS_JSON = [
@@ -85,7 +86,7 @@ def test_evaluate_maps_loco_splits(loco_tree, tmp_path):
 
 def test_evaluate_category_loco_keys(loco_tree):
     root, _ = loco_tree
-    manifest = _test_manifest("mvtec_loco", root, "box")
+    manifest = official_test_manifest("mvtec_loco", root, "box")
     types = [s.defect_type for s in manifest.split("test")]
     maps = np.stack([{"good": B, "logical_anomalies": A, "structural_anomalies": A * 0.5}[t] for t in types])
     metrics = evaluate_category(manifest, maps.max((1, 2)), maps)
@@ -98,7 +99,7 @@ def test_evaluate_category_loco_keys(loco_tree):
 
 def test_evaluate_category_resizes_maps_to_gt(mvtec_tree):
     root, _ = mvtec_tree
-    manifest = _test_manifest("mvtec_ad", root, "toy")  # order: crack/000, good/000
+    manifest = official_test_manifest("mvtec_ad", root, "toy")  # order: crack/000, good/000
     maps = np.stack([A, B])
     upsampled = np.stack([np.kron(m, np.ones((2, 2))) for m in maps])  # bilinear 8->4 recovers A, B exactly
     at_gt = evaluate_category(manifest, np.array([0.9, 0.5]), maps)

@@ -1,25 +1,22 @@
-"""``ad-pipeline evaluate-maps``: score a folder of anomaly maps like MVTec's official evaluators.
+"""Anomaly maps from any tool, scored like MVTec's official evaluators (``ad-pipeline evaluate-maps``).
 
 Maps are ``DIR/<category>/test/<defect type>/<image stem>.tiff`` (single-channel float;
 ``.tif``, ``.npy`` and ``.png`` accepted too), resized bilinearly to the ground-truth size.
 The image score is the max of its map. Every map is checked (count, shape, finiteness)
-before any metric is computed; on a problem nothing is written.
+before any metric is computed, so a problem raises before anything is scored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
 
 import numpy as np
 import tifffile
-import typer
 from PIL import Image
 
 from ad_pipeline.data.manifest import Manifest, Sample
 from ad_pipeline.errors import LayoutError, UserError
-from ad_pipeline.io import write_json
 from ad_pipeline.metrics.evaluate import HEADLINE_SPRO_LIMIT, LOCO_FORMAT, evaluate_category
 from ad_pipeline.metrics.spro import limit_key
 
@@ -30,37 +27,28 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MAX_LISTED = 5
 
 
-def evaluate_maps(
-    format: Annotated[str, typer.Option(help="dataset format: mvtec_ad or mvtec_loco")],
-    dataset_root: Annotated[Path, typer.Option(help="dataset root holding <category>/test and ground_truth")],
-    category: Annotated[str, typer.Option(help="category folder name, e.g. bottle")],
-    anomaly_maps: Annotated[Path, typer.Option(help="DIR with <category>/test/<type>/<stem>.tiff maps")],
-    integration_limit: Annotated[float | None, typer.Option(
-        help="FPR limit of AUPRO / sPRO (default 0.3 for mvtec_ad, 0.05 for mvtec_loco)")] = None,
-    output: Annotated[Path | None, typer.Option(help="write the metrics JSON here")] = None,
-) -> dict:
-    """Evaluate one category's maps; prints a table, returns (and optionally writes) the metrics.
+def evaluate_map_folder(fmt: str, dataset_root: Path, category: str, anomaly_maps: Path,
+                        integration_limit: float | None = None) -> tuple[dict, float]:
+    """The official metrics of one category's maps and the integration limit used.
 
     mvtec_ad -> {image_auroc, pixel_auroc, aupro}; mvtec_loco -> {image_auroc: {logical,
-    structural, mean}, spro: {logical, structural, mean}}.
+    structural, mean}, spro: {logical, structural, mean}}. ``integration_limit``: FPR limit of
+    AUPRO / sPRO (None: 0.3 for mvtec_ad, 0.05 for mvtec_loco).
     """
-    if format not in FORMATS:
-        raise UserError(f"unknown format {format!r}", fix=f"use one of {', '.join(FORMATS)}")
-    limit = DEFAULT_LIMITS[format] if integration_limit is None else integration_limit
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r}", fix=f"use one of {', '.join(FORMATS)}")
+    limit = DEFAULT_LIMITS[fmt] if integration_limit is None else integration_limit
     if not 0 < limit <= 1:
         raise UserError(f"integration limit must be in (0, 1], got {limit}", fix="e.g. --integration-limit 0.3")
-    manifest = _test_manifest(format, dataset_root, category)
-    maps = _MapFiles(anomaly_maps / category / "test", manifest.split("test"))
+    manifest = official_test_manifest(fmt, dataset_root, category)
+    maps = MapFiles(anomaly_maps / category / "test", manifest.split("test"))
     maps.check()
     flat = evaluate_category(manifest, None, maps, aupro_limit=limit, spro_limits=(limit,))
-    result = _official_layout(format, flat, limit)
-    _print_table(format, category, limit, result)
-    if output is not None:
-        write_json(output, result)
-    return result
+    return official_layout(fmt, flat, limit), limit
 
 
-def _official_layout(fmt: str, flat: dict[str, float], limit: float) -> dict:
+def official_layout(fmt: str, flat: dict[str, float], limit: float) -> dict:
+    """The official evaluator's keys picked from ``evaluate_category``'s flat metrics."""
     if fmt == "mvtec_ad":
         return {"image_auroc": flat["image_auroc"], "pixel_auroc": flat["pixel_auroc"], "aupro": flat["aupro"]}
     prefix = "spro" if limit == HEADLINE_SPRO_LIMIT else f"spro@{limit_key(limit)}"
@@ -69,16 +57,7 @@ def _official_layout(fmt: str, flat: dict[str, float], limit: float) -> dict:
             "spro": {s: flat[f"{prefix}_{s}"] for s in splits}}
 
 
-def _print_table(fmt: str, category: str, limit: float, result: dict) -> None:
-    typer.echo(f"{category} ({fmt}, integration limit {limit})")
-    for name, value in result.items():
-        if isinstance(value, dict):
-            typer.echo(f"  {name:<12}" + "  ".join(f"{k} {v:.4f}" for k, v in value.items()))
-        else:
-            typer.echo(f"  {name:<12}{value:.4f}")
-
-
-def _test_manifest(fmt: str, dataset_root: Path, category: str) -> Manifest:
+def official_test_manifest(fmt: str, dataset_root: Path, category: str) -> Manifest:
     """Walk ``<root>/<category>/test`` and its ground truth into a test-split manifest."""
     root = dataset_root / category
     test_dir = root / "test"
@@ -110,7 +89,7 @@ def _mask_paths(fmt: str, root: Path, defect_type: str, stem: str) -> tuple[str,
     return tuple(p.relative_to(root).as_posix() for p in found)
 
 
-class _MapFiles(Sequence):
+class MapFiles(Sequence):
     """The maps of the test samples, loaded lazily as float32 [H,W] in sample order."""
 
     def __init__(self, maps_dir: Path, samples: list[Sample]):
@@ -172,7 +151,3 @@ def _map_problems(path: Path) -> list[str]:
     if not np.all(np.isfinite(score_map)):
         return [f"{path}: contains NaN/inf"]
     return []
-
-
-if __name__ == "__main__":
-    typer.run(evaluate_maps)
