@@ -42,6 +42,16 @@ def method_dir(dataset: str, method: str) -> Path:
     return ARTIFACTS / "fusion" / dataset if method == "fused" else ARTIFACTS / dataset / method
 
 
+def teacher_dir(dataset: str) -> Path:
+    """``efficientad_teacher@<dataset>``'s output: the PDN teacher EfficientAD uses on that dataset."""
+    return ARTIFACTS / "efficientad_teacher" / dataset
+
+
+def upstream_dir(name: str, dataset: str, category: str) -> Path:
+    """The output a method builds on (``requires``): the teacher stage's dir, else a method's category dir."""
+    return teacher_dir(dataset) if name == "efficientad_teacher" else method_dir(dataset, name) / category
+
+
 def _index(dataset: str) -> dict:
     index_path = manifest_dir(dataset) / "index.json"
     if not index_path.exists():

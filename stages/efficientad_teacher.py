@@ -14,8 +14,7 @@ from ad_pipeline.io import atomic_dir
 from ad_pipeline.meta import measured
 from ad_pipeline.methods.efficientad import obtain_teacher, save_teacher
 from ad_pipeline.seed import seed_everything
-from stages.common import load_manifests, params, run_context, skip_absent, write_meta
-from stages.run_method import teacher_dir
+from stages.common import load_manifests, params, run_context, skip_absent, teacher_dir, write_meta
 
 
 def run(dataset: str) -> None:

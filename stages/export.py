@@ -29,9 +29,8 @@ from ad_pipeline.export.inference import Inference, NotExportable, inference_mod
 from ad_pipeline.io import atomic_dir, read_json, read_scores, write_json
 from ad_pipeline.methods.registry import NOT_EXPORTABLE, get_method, method_names
 from ad_pipeline.metrics.evaluate import evaluate_category
-from stages.common import ARTIFACTS, load_manifests, log, method_dir, params, run_context, skip_absent
+from stages.common import ARTIFACTS, load_manifests, log, method_dir, params, run_context, skip_absent, upstream_dir
 from stages.params import BaseParams
-from stages.run_method import upstream_dir
 
 THREADS = 1  # latency is measured single-threaded: comparable across runtimes and machines
 LATENCY_RUNS = 10

@@ -18,19 +18,10 @@ from ad_pipeline.meta import measured
 from ad_pipeline.methods.base import AnomalyMethod
 from ad_pipeline.methods.registry import get_method
 from ad_pipeline.seed import seed_everything
-from stages.common import ARTIFACTS, load_manifests, log, method_dir, params, run_context, skip_absent, write_meta
+from stages.common import load_manifests, log, method_dir, params, run_context, skip_absent, upstream_dir, write_meta
 from stages.params import BaseParams
 
 Prepare = Callable[[AnomalyMethod, Manifest], None]
-
-
-def teacher_dir(dataset: str) -> Path:
-    """``efficientad_teacher@<dataset>``'s output: the PDN teacher EfficientAD uses on that dataset."""
-    return ARTIFACTS / "efficientad_teacher" / dataset
-
-
-def upstream_dir(name: str, dataset: str, category: str) -> Path:
-    return teacher_dir(dataset) if name == "efficientad_teacher" else method_dir(dataset, name) / category
 
 
 MIN_THRESHOLD_IMAGES = 20  # fewer normal images than this make the threshold a guess: warn
