@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 from ad_pipeline import numerics
@@ -94,6 +95,42 @@ def load_manifests(dataset: str) -> list[Manifest]:
         raise ArtifactError(f"dataset {dataset!r} is absent: prepare@{dataset} found no data",
                             path=manifest_dir(dataset), fix=index.get("missing"))
     return [Manifest.load(manifest_dir(dataset) / f"{cat}.json") for cat in index["categories"]]
+
+
+def for_each_category(name: str, dataset: str, run_one: Callable[[BaseParams, Manifest, Path], None]) -> None:
+    """The per-category stage ``<name>@<dataset>``: on an absent dataset only the ABSENT marker
+    (:func:`skip_absent`); else one atomic ``method_dir(dataset, name)`` holding a fresh
+    ``<category>/`` per manifest, filled by ``run_one(params, manifest, category_dir)``."""
+    p = params()
+    out_dir = method_dir(dataset, name)
+    if skip_absent(f"{name}@{dataset}", dataset, out_dir):
+        return
+    with atomic_dir(out_dir) as out:
+        for manifest in load_manifests(dataset):
+            cat_dir = out / manifest.category
+            cat_dir.mkdir()
+            run_one(p, manifest, cat_dir)
+
+
+@dataclass(frozen=True)
+class DatasetStage:
+    """What a dataset-level stage starts from: params, one section's effective settings on the
+    dataset (``settings.config``: its validated Config) and the run context."""
+
+    params: BaseParams
+    settings: Effective
+    ctx: RunContext
+
+
+def start_dataset_stage(stage: str, section: str, dataset: str,
+                        out_dirs: Path | list[Path]) -> DatasetStage | None:
+    """None after :func:`skip_absent` wrote the ABSENT markers of an absent dataset; else the
+    params, ``section``'s effective settings on ``dataset`` and its run context."""
+    p = params()
+    if skip_absent(stage, dataset, out_dirs):
+        return None
+    settings = p.settings(section, dataset)
+    return DatasetStage(p, settings, run_context(p, dataset, settings))
 
 
 def pretrained_mode(p: BaseParams, dataset: str) -> str:

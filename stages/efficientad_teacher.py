@@ -14,22 +14,20 @@ from ad_pipeline.io import atomic_dir
 from ad_pipeline.meta import measured
 from ad_pipeline.methods.efficientad import obtain_teacher, save_teacher
 from ad_pipeline.seed import seed_everything
-from stages.common import load_manifests, params, run_context, skip_absent, teacher_dir, write_meta
+from stages.common import load_manifests, start_dataset_stage, teacher_dir, write_meta
 
 
 def run(dataset: str) -> None:
-    p = params()
-    if skip_absent(f"efficientad_teacher@{dataset}", dataset, teacher_dir(dataset)):
+    stage = start_dataset_stage(f"efficientad_teacher@{dataset}", "efficientad_teacher", dataset, teacher_dir(dataset))
+    if stage is None:
         return
-    settings = p.settings("efficientad_teacher", dataset)
-    cfg = settings.config
+    cfg = stage.settings.config
     fallback = [path for m in load_manifests(dataset) for path in m.paths("train")] \
         if cfg.pretrain_images is None else []
-    ctx = run_context(p, dataset)
-    seed_everything(p.seed)
+    seed_everything(stage.params.seed)
     with atomic_dir(teacher_dir(dataset)) as out, measured() as timing:
-        state = obtain_teacher(cfg, ctx, fallback)
+        state = obtain_teacher(cfg, stage.ctx, fallback)
         save_teacher(state, out)
-    write_meta(teacher_dir(dataset), method="efficientad_teacher", section=cfg, ctx=ctx, measured=timing,
-               settings=settings,
+    write_meta(teacher_dir(dataset), method="efficientad_teacher", section=cfg, ctx=stage.ctx, measured=timing,
+               settings=stage.settings,
                extra={"weights": "pretrained" if state.meta.get("source") == "file" else "distilled", **state.meta})

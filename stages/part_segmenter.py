@@ -15,11 +15,11 @@ from pathlib import Path
 from ad_pipeline.data.images import load_mask
 from ad_pipeline.data.manifest import Manifest
 from ad_pipeline.errors import LayoutError
-from ad_pipeline.io import atomic_dir
 from ad_pipeline.meta import measured
 from ad_pipeline.methods.psad.method import fit_part_segmenter, save_part_segmenter
 from ad_pipeline.segmentation.proposers import part_label_path
-from stages.common import load_manifests, method_dir, params, run_context, skip_absent, write_meta
+from stages.common import for_each_category, run_context, write_meta
+from stages.params import BaseParams
 
 
 def parts_info(manifest: Manifest) -> dict:
@@ -45,23 +45,21 @@ def pick_shots(manifest: Manifest, n_shots: int) -> list[Path]:
 
 
 def run(dataset: str) -> None:
-    p = params()
-    if skip_absent(f"part_segmenter@{dataset}", dataset, method_dir(dataset, "part_segmenter")):
-        return
-    with atomic_dir(method_dir(dataset, "part_segmenter")) as out:
-        for manifest in load_manifests(dataset):
-            settings = p.settings("psad", dataset, manifest.category)
-            base = settings.config
-            cfg = base.model_copy(update={"num_classes": parts_info(manifest).get("num_classes", base.num_classes)})
-            ctx = run_context(p, dataset, settings)
-            shots = pick_shots(manifest, cfg.shots)
-            unlabeled = [q for q in manifest.paths("train") if q not in shots]
-            with measured() as timing:
-                model, history = fit_part_segmenter(shots, [load_mask(part_label_path(s)) for s in shots], unlabeled,
-                                                    cfg, ctx)
-            save_part_segmenter(model, out / manifest.category, cfg)
-            write_meta(out / manifest.category, method="part_segmenter", section=cfg, ctx=ctx, measured=timing,
-                       settings=settings,
-                       extra={"weights": getattr(model.encoder, "weights", "n/a"), "shots": [str(s) for s in shots],
-                              "labels_source": parts_info(manifest).get("source", "manual"),
-                              "final_loss": history[-1] if history else None})
+    for_each_category("part_segmenter", dataset, _fit_category)
+
+
+def _fit_category(p: BaseParams, manifest: Manifest, cat_dir: Path) -> None:
+    settings = p.settings("psad", manifest.dataset, manifest.category)
+    base = settings.config
+    cfg = base.model_copy(update={"num_classes": parts_info(manifest).get("num_classes", base.num_classes)})
+    ctx = run_context(p, manifest.dataset, settings)
+    shots = pick_shots(manifest, cfg.shots)
+    unlabeled = [q for q in manifest.paths("train") if q not in shots]
+    with measured() as timing:
+        model, history = fit_part_segmenter(shots, [load_mask(part_label_path(s)) for s in shots], unlabeled,
+                                            cfg, ctx)
+    save_part_segmenter(model, cat_dir, cfg)
+    write_meta(cat_dir, method="part_segmenter", section=cfg, ctx=ctx, measured=timing, settings=settings,
+               extra={"weights": getattr(model.encoder, "weights", "n/a"), "shots": [str(s) for s in shots],
+                      "labels_source": parts_info(manifest).get("source", "manual"),
+                      "final_loss": history[-1] if history else None})

@@ -8,7 +8,9 @@ gets only a meta.json saying so, and ``psad@`` uses the few-shot maps.
 
 from __future__ import annotations
 
-from ad_pipeline.io import atomic_dir
+from pathlib import Path
+
+from ad_pipeline.data.manifest import Manifest
 from ad_pipeline.meta import measured
 from ad_pipeline.methods.psad.method import (
     FEWSHOT,
@@ -18,31 +20,29 @@ from ad_pipeline.methods.psad.method import (
     save_part_segmenter,
     segmenter_settings,
 )
-from stages.common import load_manifests, method_dir, params, run_context, skip_absent, write_meta
+from stages.common import for_each_category, method_dir, run_context, write_meta
+from stages.params import BaseParams
 
 
 def run(dataset: str) -> None:
-    p = params()
-    if skip_absent(f"{RETRAINED}@{dataset}", dataset, method_dir(dataset, RETRAINED)):
+    for_each_category(RETRAINED, dataset, _segment_category)
+
+
+def _segment_category(p: BaseParams, manifest: Manifest, cat_dir: Path) -> None:
+    fewshot_dir = method_dir(manifest.dataset, FEWSHOT) / manifest.category
+    settings = p.settings("psad", manifest.dataset, manifest.category)
+    cfg = segmenter_settings(fewshot_dir, settings.config)
+    ctx = run_context(p, manifest.dataset, settings)
+    if not cfg.second_stage:
+        write_meta(cat_dir, method=RETRAINED, section=cfg, ctx=ctx, measured={}, settings=settings,
+                   extra={"second_stage": False})
         return
-    with atomic_dir(method_dir(dataset, RETRAINED)) as out:
-        for manifest in load_manifests(dataset):
-            cat_dir = out / manifest.category
-            cat_dir.mkdir()
-            fewshot_dir = method_dir(dataset, FEWSHOT) / manifest.category
-            settings = p.settings("psad", dataset, manifest.category)
-            cfg = segmenter_settings(fewshot_dir, settings.config)
-            ctx = run_context(p, dataset, settings)
-            if not cfg.second_stage:
-                write_meta(cat_dir, method=RETRAINED, section=cfg, ctx=ctx, measured={}, settings=settings,
-                           extra={"second_stage": False})
-                continue
-            fewshot = load_part_segmenter(fewshot_dir, cfg, ctx)
-            with measured() as timing:
-                model, history = fit_second_stage(fewshot, manifest.paths("train"), cfg, ctx)
-            save_part_segmenter(model, cat_dir, cfg, RETRAINED)
-            write_meta(cat_dir, method=RETRAINED, section=cfg, ctx=ctx, measured=timing, settings=settings,
-                       extra={"second_stage": True, "weights": getattr(model.encoder, "weights", "n/a"),
-                              "n_pseudo_labels": len(manifest.paths("train")),
-                              "first_loss": history[0] if history else None,
-                              "final_loss": history[-1] if history else None})
+    fewshot = load_part_segmenter(fewshot_dir, cfg, ctx)
+    with measured() as timing:
+        model, history = fit_second_stage(fewshot, manifest.paths("train"), cfg, ctx)
+    save_part_segmenter(model, cat_dir, cfg, RETRAINED)
+    write_meta(cat_dir, method=RETRAINED, section=cfg, ctx=ctx, measured=timing, settings=settings,
+               extra={"second_stage": True, "weights": getattr(model.encoder, "weights", "n/a"),
+                      "n_pseudo_labels": len(manifest.paths("train")),
+                      "first_loss": history[0] if history else None,
+                      "final_loss": history[-1] if history else None})

@@ -13,12 +13,12 @@ import numpy as np
 
 from ad_pipeline.data.images import image_size
 from ad_pipeline.data.manifest import Manifest
-from ad_pipeline.io import atomic_dir, read_json, write_json, write_scores
+from ad_pipeline.io import read_json, write_json, write_scores
 from ad_pipeline.meta import measured
 from ad_pipeline.methods.base import AnomalyMethod
 from ad_pipeline.methods.registry import get_method
 from ad_pipeline.seed import seed_everything
-from stages.common import load_manifests, log, method_dir, params, run_context, skip_absent, upstream_dir, write_meta
+from stages.common import for_each_category, log, run_context, upstream_dir, write_meta
 from stages.params import BaseParams
 
 Prepare = Callable[[AnomalyMethod, Manifest], None]
@@ -104,12 +104,6 @@ def run_category(p: BaseParams, method: str, dataset: str, manifest: Manifest, c
 
 
 def run(method: str, dataset: str, prepare: Prepare | None = None) -> None:
-    p = params()
     get_method(method)  # unknown name → clear error before any work
-    if skip_absent(f"{method}@{dataset}", dataset, method_dir(dataset, method)):
-        return
-    with atomic_dir(method_dir(dataset, method)) as out:
-        for manifest in load_manifests(dataset):
-            cat_dir = out / manifest.category
-            cat_dir.mkdir()
-            run_category(p, method, dataset, manifest, cat_dir, prepare)
+    for_each_category(method, dataset, lambda p, manifest, cat_dir: run_category(p, method, dataset, manifest,
+                                                                                 cat_dir, prepare))

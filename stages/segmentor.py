@@ -3,42 +3,43 @@ predicted part maps of every split (``parts/<split>/<row>.png``, rows in manifes
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PIL import Image
 
 from ad_pipeline.data.images import load_batch
-from ad_pipeline.data.manifest import SPLITS
-from ad_pipeline.io import atomic_dir, write_json
+from ad_pipeline.data.manifest import SPLITS, Manifest
+from ad_pipeline.io import write_json
 from ad_pipeline.meta import measured
 from ad_pipeline.methods.csad.method import fit_segmentor, save_segmentor
 from ad_pipeline.segmentation.pseudo_labels import PseudoLabels
 from ad_pipeline.segmentation.train import predict_labels
-from stages.common import load_manifests, method_dir, params, run_context, skip_absent, write_meta
+from stages.common import for_each_category, method_dir, run_context, write_meta
+from stages.params import BaseParams
 
 
 def run(dataset: str) -> None:
-    p = params()
-    if skip_absent(f"segmentor@{dataset}", dataset, method_dir(dataset, "segmentor")):
-        return
-    with atomic_dir(method_dir(dataset, "segmentor")) as out:
-        for manifest in load_manifests(dataset):
-            cat_dir = out / manifest.category
-            settings = p.settings("csad", dataset, manifest.category)
-            cfg = settings.config
-            upstream = method_dir(dataset, "pseudo_labels") / manifest.category
-            ctx = run_context(p, dataset, settings, pseudo_labels=upstream)
-            labels = PseudoLabels.load(method_dir(dataset, "pseudo_labels") / manifest.category)
-            with measured() as timing:
-                model, history = fit_segmentor(manifest.paths("train"), labels, cfg, ctx)
-            save_segmentor(model, cat_dir, cfg)
-            for split in SPLITS:
-                paths = manifest.paths(split)
-                if not paths:
-                    continue
-                (cat_dir / "parts" / split).mkdir(parents=True)
-                maps = predict_labels(model, load_batch(paths, cfg.image_size), batch_size=cfg.batch_size,
-                                      device=ctx.device).cpu().numpy()
-                for row, m in enumerate(maps):
-                    Image.fromarray(m.astype("uint8")).save(cat_dir / "parts" / split / f"{row:04d}.png")
-            write_json(cat_dir / "history.json", history)
-            write_meta(cat_dir, method="segmentor", section=cfg, ctx=ctx, measured=timing, settings=settings,
-                       extra={"weights": getattr(model.encoder, "weights", "n/a"), "num_classes": labels.num_classes})
+    for_each_category("segmentor", dataset, _fit_category)
+
+
+def _fit_category(p: BaseParams, manifest: Manifest, cat_dir: Path) -> None:
+    settings = p.settings("csad", manifest.dataset, manifest.category)
+    cfg = settings.config
+    upstream = method_dir(manifest.dataset, "pseudo_labels") / manifest.category
+    ctx = run_context(p, manifest.dataset, settings, pseudo_labels=upstream)
+    labels = PseudoLabels.load(upstream)
+    with measured() as timing:
+        model, history = fit_segmentor(manifest.paths("train"), labels, cfg, ctx)
+    save_segmentor(model, cat_dir, cfg)
+    for split in SPLITS:
+        paths = manifest.paths(split)
+        if not paths:
+            continue
+        (cat_dir / "parts" / split).mkdir(parents=True)
+        maps = predict_labels(model, load_batch(paths, cfg.image_size), batch_size=cfg.batch_size,
+                              device=ctx.device).cpu().numpy()
+        for row, m in enumerate(maps):
+            Image.fromarray(m.astype("uint8")).save(cat_dir / "parts" / split / f"{row:04d}.png")
+    write_json(cat_dir / "history.json", history)
+    write_meta(cat_dir, method="segmentor", section=cfg, ctx=ctx, measured=timing, settings=settings,
+               extra={"weights": getattr(model.encoder, "weights", "n/a"), "num_classes": labels.num_classes})

@@ -24,7 +24,7 @@ from ad_pipeline.methods.uniad.method import MODEL_FILE, save_model_state
 from ad_pipeline.methods.uniad.score import score_uniad
 from ad_pipeline.methods.uniad.train import TrainResult, train_unified
 from ad_pipeline.seed import seed_everything
-from stages.common import ARTIFACTS, OPTIONS, load_manifests, method_dir, params, run_context, skip_absent, write_meta
+from stages.common import ARTIFACTS, OPTIONS, load_manifests, method_dir, start_dataset_stage, write_meta
 from stages.settings import Effective
 
 
@@ -42,21 +42,21 @@ def model_groups(manifests: Sequence[Manifest]) -> dict[str | None, list[Manifes
 
 
 def run(dataset: str) -> None:
-    p = params()
-    if skip_absent(f"uniad@{dataset}", dataset, [method_dir(dataset, "uniad"), checkpoint_dir(dataset)]):
+    stage = start_dataset_stage(f"uniad@{dataset}", "uniad", dataset,
+                                [method_dir(dataset, "uniad"), checkpoint_dir(dataset)])
+    if stage is None:
         return
-    settings = p.settings("uniad", dataset)
+    settings, ctx = stage.settings, stage.ctx
     cfg = settings.config
     nproc = cfg.distributed.nproc_per_node
     if nproc > 1 and not under_torchrun():
         argv = ["-m", "stages", "--params", str(OPTIONS.params_path), *(["--quiet"] if OPTIONS.quiet else []),
                 "uniad", dataset]
         raise SystemExit(relaunch_under_torchrun(nproc, argv))
-    ctx = run_context(p, dataset, settings)
     groups = model_groups(load_manifests(dataset))
     results = {}
     for group, manifests in groups.items():
-        seed_everything(p.seed)
+        seed_everything(stage.params.seed)
         with measured() as timing:
             result = train_unified({m.category: m.paths("train") for m in manifests}, cfg, ctx,
                                    checkpoint_dir(dataset, group),

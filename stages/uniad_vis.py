@@ -28,7 +28,7 @@ from ad_pipeline.methods.uniad.vis import (
 )
 from ad_pipeline.report.figures import image_row_figure, pick_cases, reconstruction_figure
 from ad_pipeline.seed import seed_everything
-from stages.common import ARTIFACTS, load_manifests, method_dir, params, run_context, skip_absent
+from stages.common import ARTIFACTS, load_manifests, method_dir, start_dataset_stage
 from stages.uniad import model_groups
 
 RECONSTRUCTION = "reconstruction.png"
@@ -40,18 +40,15 @@ def vis_dir(dataset: str) -> Path:
 
 
 def run(dataset: str) -> None:
-    p = params()
-    if skip_absent(f"uniad_vis@{dataset}", dataset, vis_dir(dataset)):
+    stage = start_dataset_stage(f"uniad_vis@{dataset}", "uniad", dataset, vis_dir(dataset))
+    if stage is None:
         return
-    settings = p.settings("uniad", dataset)
-    cfg = settings.config
-    vis = VisConfig.model_validate(p.uniad_vis.model_dump(exclude={"datasets"}))
-    ctx = run_context(p, dataset, settings)
-    seed_everything(p.seed)
+    vis = VisConfig.model_validate(stage.params.uniad_vis.model_dump(exclude={"datasets"}))
+    seed_everything(stage.params.seed)
     summary: dict = {"dataset": dataset, "groups": {}}
     with atomic_dir(vis_dir(dataset)) as out:
         for group, manifests in model_groups(load_manifests(dataset)).items():
-            summary["groups"][group or "all"] = _visualise_group(manifests, cfg, vis, ctx, out)
+            summary["groups"][group or "all"] = _visualise_group(manifests, stage.settings.config, vis, stage.ctx, out)
         write_json(out / "vis.json", summary)
 
 
