@@ -29,10 +29,11 @@ import torch
 from PIL import Image
 
 from ad_pipeline.methods.base import RunContext
-from ad_pipeline.methods.uniad import Config, score_features
-from ad_pipeline.methods.uniad.features import build_feature_extractor, extract_aligned_features
+from ad_pipeline.methods.uniad.config import Config
 from ad_pipeline.methods.uniad.distributed import DistInfo
+from ad_pipeline.methods.uniad.features import build_feature_extractor, extract_aligned_features
 from ad_pipeline.methods.uniad.model import build_model
+from ad_pipeline.methods.uniad.score import score_features
 from ad_pipeline.methods.uniad.train import train_epoch
 
 RESULTS = Path(__file__).resolve().parent / "results" / "uniad.json"

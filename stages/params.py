@@ -22,9 +22,8 @@ from ad_pipeline.errors import ParamsError
 from ad_pipeline.numerics import NumericsConfig
 from ad_pipeline.methods.efficientad.distill import TeacherConfig
 from ad_pipeline.methods.registry import get_method, method_names
-from ad_pipeline.methods.uniad.vis import VisConfig
-from ad_pipeline.segmentation.grounded_sam import GroundedSamConfig
-from ad_pipeline.segmentation.pseudo_labels import PseudoLabelConfig
+from ad_pipeline.methods.uniad.config import VisConfig
+from ad_pipeline.segmentation.config import GroundedSamConfig, PseudoLabelConfig
 
 FORMATS = ("mvtec_ad", "mvtec_loco", "visa", "btad", "folder", "cifar10")
 

@@ -30,7 +30,7 @@ from ad_pipeline.errors import ParamsError
 from ad_pipeline.methods.efficientad.distill import TeacherConfig
 from ad_pipeline.methods.registry import get_method, method_names
 from ad_pipeline.recipes import category_defaults
-from ad_pipeline.segmentation.pseudo_labels import PseudoLabelConfig
+from ad_pipeline.segmentation.config import PseudoLabelConfig
 
 if TYPE_CHECKING:
     from stages.params import BaseParams

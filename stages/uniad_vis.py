@@ -18,14 +18,12 @@ from ad_pipeline.data.manifest import Manifest
 from ad_pipeline.fusion import resize_maps
 from ad_pipeline.io import atomic_dir, read_scores, write_json
 from ad_pipeline.methods.base import RunContext
-from ad_pipeline.methods.uniad.config import Config
+from ad_pipeline.methods.uniad.config import Config, VisConfig
+from ad_pipeline.methods.uniad.distributed import resolve_device
 from ad_pipeline.methods.uniad.features import build_feature_extractor, extract_aligned_features, extract_options
 from ad_pipeline.methods.uniad.method import MODEL_FILE, load_model_state
-from ad_pipeline.methods.uniad.distributed import resolve_device
 from ad_pipeline.methods.uniad.model import build_model
-from ad_pipeline.methods.uniad.vis import (
-    VisConfig, build_decoder, decode, query_features, reconstruction_loss, train_decoder,
-)
+from ad_pipeline.methods.uniad.vis import build_decoder, decode, query_features, reconstruction_loss, train_decoder
 from ad_pipeline.report.figures import image_row_figure, pick_cases, reconstruction_figure
 from ad_pipeline.seed import seed_everything
 from stages.common import ARTIFACTS, load_manifests, method_dir, start_dataset_stage

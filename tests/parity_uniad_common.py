@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ad_pipeline.backbones import Backbone, build_backbone
 from ad_pipeline.data.images import IMAGENET_MEAN, IMAGENET_STD
-from ad_pipeline.methods.uniad import Config
+from ad_pipeline.methods.uniad.config import Config
 from ad_pipeline.methods.uniad.model import UniADReconstructor, build_model
 from ad_pipeline.methods.uniad.train import _jitter_noise
 

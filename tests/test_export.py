@@ -130,7 +130,8 @@ def test_patchcore_graph_matches_the_method_and_refuses_reweight(tmp_path):
 def test_uniad_graph_matches_the_method_and_exports(tmp_path):
     from PIL import Image
 
-    from ad_pipeline.methods.uniad import Config, UniAD
+    from ad_pipeline.methods.uniad.config import Config
+    from ad_pipeline.methods.uniad.method import UniAD
 
     rng = np.random.default_rng(0)
     paths = []

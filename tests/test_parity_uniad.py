@@ -17,7 +17,7 @@ from parity_uniad_common import (
     CFG, SEED, backbone, images, recon_features, reconstructor, subsample, train_features, weights_checksum,
 )
 
-from ad_pipeline.methods.uniad import anomaly_map, image_scores
+from ad_pipeline.methods.uniad.model import anomaly_map, image_scores
 from ad_pipeline.methods.uniad.features import AlignedFeatures
 from ad_pipeline.methods.uniad.distributed import DistInfo
 from ad_pipeline.methods.uniad.train import train_epoch

@@ -16,13 +16,8 @@ from ad_pipeline.data.synthetic.layout import save_image
 from ad_pipeline.data.synthetic.loco import CATEGORIES, render_image
 from ad_pipeline.errors import UserError
 from ad_pipeline.segmentation.clustering import ComponentDescriptor
-from ad_pipeline.segmentation.grounded_sam import (
-    AutoMaskConfig,
-    GroundedSamConfig,
-    GroundedSamProposer,
-    is_background_phrase,
-    resolve_files,
-)
+from ad_pipeline.segmentation.config import AutoMaskConfig, GroundedSamConfig, PseudoLabelConfig
+from ad_pipeline.segmentation.grounded_sam import GroundedSamProposer, is_background_phrase, resolve_files
 from ad_pipeline.segmentation.mask_refinement import (
     background_points,
     drop_background,
@@ -31,7 +26,7 @@ from ad_pipeline.segmentation.mask_refinement import (
     keep_grounded,
     refine_automatic_masks,
 )
-from ad_pipeline.segmentation.pseudo_labels import PseudoLabelConfig, generate_pseudo_labels
+from ad_pipeline.segmentation.pseudo_labels import generate_pseudo_labels
 
 HF_CACHE = Path("~/.cache/huggingface").expanduser()
 

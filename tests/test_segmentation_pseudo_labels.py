@@ -20,6 +20,7 @@ from ad_pipeline.segmentation.clustering import (
     relabel,
     rotate_batch,
 )
+from ad_pipeline.segmentation.config import PseudoLabelConfig
 from ad_pipeline.segmentation.proposers import (
     ColorComponentsProposer,
     PartLabelProposer,
@@ -28,7 +29,7 @@ from ad_pipeline.segmentation.proposers import (
     paint_largest_first,
     split_components,
 )
-from ad_pipeline.segmentation.pseudo_labels import PseudoLabelConfig, PseudoLabels, generate_pseudo_labels
+from ad_pipeline.segmentation.pseudo_labels import PseudoLabels, generate_pseudo_labels
 
 
 def box(shape, y0, y1, x0, x1):

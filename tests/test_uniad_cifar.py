@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from ad_pipeline.data.layouts import cifar10, list_categories
 from ad_pipeline.data.manifest import Manifest
 from ad_pipeline.errors import LayoutError
-from ad_pipeline.methods.uniad import Config
+from ad_pipeline.methods.uniad.config import Config
 from ad_pipeline.methods.uniad.score import postprocess
 from stages.cli import app
 from tests.cifar_fixture import CLASSES, class_image, to_rows, write_cifar10

@@ -10,7 +10,7 @@ import torch
 
 from ad_pipeline.errors import LayoutError
 from ad_pipeline.methods.base import RunContext
-from ad_pipeline.methods.uniad import Config
+from ad_pipeline.methods.uniad.config import Config
 from ad_pipeline.methods.uniad.features import align_features, build_feature_extractor, extract_aligned_features
 from tests.helpers import write_random_images
 

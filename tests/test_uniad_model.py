@@ -8,8 +8,10 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from ad_pipeline.methods.uniad import Config, UniADReconstructor, anomaly_map, image_scores, neighbour_mask
-from ad_pipeline.methods.uniad.model import apply_jitter, draw_jitter_noise
+from ad_pipeline.methods.uniad.config import Config
+from ad_pipeline.methods.uniad.model import (
+    UniADReconstructor, anomaly_map, apply_jitter, draw_jitter_noise, image_scores, neighbour_mask,
+)
 
 # 4x4 grid, 3x3 window: row q = 4*i + j lists the visible keys: all but the window around q
 # (borders clipped, self hidden), as in the reference.

@@ -16,10 +16,12 @@ from PIL import Image
 from ad_pipeline.errors import UserError
 from ad_pipeline.io import read_scores, sha256_of, write_scores
 from ad_pipeline.methods.base import RunContext
-from ad_pipeline.methods.uniad import (
-    Config, UniAD, load_model_state, save_model_state, score_uniad, torchrun_command, train_unified,
-)
 from ad_pipeline.methods.uniad import train as train_module
+from ad_pipeline.methods.uniad.config import Config
+from ad_pipeline.methods.uniad.launch import torchrun_command
+from ad_pipeline.methods.uniad.method import UniAD, load_model_state, save_model_state
+from ad_pipeline.methods.uniad.score import score_uniad
+from ad_pipeline.methods.uniad.train import train_unified
 
 TINY = dict(image_size=64, hidden=16, heads=2, ffn=32, enc_layers=1, dec_layers=1, neighbor_size=3,
             batch_size=4, epochs=2, checkpoint_every=1, num_workers=0, lr=1e-3)

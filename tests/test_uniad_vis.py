@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from ad_pipeline.methods.uniad import UniADReconstructor
+from ad_pipeline.methods.uniad.config import VisConfig
+from ad_pipeline.methods.uniad.model import UniADReconstructor
 from ad_pipeline.methods.uniad.vis import (
-    VisConfig, VisDecoder, build_decoder, decode, query_features, reconstruction_loss, to_uint8, train_decoder,
+    VisDecoder, build_decoder, decode, query_features, reconstruction_loss, to_uint8, train_decoder,
 )
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -45,14 +45,13 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from ad_pipeline.data.images import load_rgb
 from ad_pipeline.errors import UserError
+from ad_pipeline.segmentation.config import GroundedSamConfig
 from ad_pipeline.segmentation.mask_refinement import (
     background_points,
     grounding_components,
@@ -69,47 +68,6 @@ BERT_DIR = "bert-base-uncased"
 SAM_HQ_FILES = {"vit_h": "sam_hq_vit_h.pth", "vit_l": "sam_hq_vit_l.pth", "vit_b": "sam_hq_vit_b.pth",
                 "vit_tiny": "sam_hq_vit_tiny.pth"}
 BOX_BATCH = 16  # SAM box prompts decoded together: bounds the decoder's activations
-
-
-class AutoMaskConfig(BaseModel):
-    """``segment_anything_hq.SamAutomaticMaskGenerator`` settings (csad.md §1.2; the paper's values)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    points_per_side: int = Field(32, ge=1)
-    points_per_batch: int = Field(16, ge=1)
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.96
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = 0.7
-    crop_n_layers: int = Field(1, ge=0)
-    crop_nms_thresh: float = 0.7
-    crop_overlap_ratio: float = 512 / 1500
-    crop_n_points_downscale_factor: int = Field(1, ge=1)
-    min_mask_region_area: int = Field(500, ge=0)
-
-
-class GroundedSamConfig(BaseModel):
-    """Per-category prompt, thresholds and path (csad.md §1.1 table; defaults: breakfast_box)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    prompt: str = "almond. apple. container. oatmeal. orange. banana"
-    background_prompt: str = ""
-    box_threshold: float = 0.25
-    text_threshold: float = 0.20
-    sam_variant: Literal["vit_h", "vit_l", "vit_b", "vit_tiny"] = "vit_h"
-    # GroundingDINO input short side (paper: 800, long side ≤ 1333). Its 900 queries are picked
-    # from the multi-scale feature tokens, which needs a short side of at least ~210 px.
-    dino_image_size: int = Field(800, ge=224)
-    # Keep only the best-scoring boxes (None = all, the paper). Random-init GroundingDINO passes
-    # almost all 900 queries and SAM costs ~0.3 s per box on a CPU: cap it for offline runs.
-    max_boxes: int | None = Field(None, ge=1)
-    min_component_px: int = 50
-    combine_filter: bool = True  # filter_by_combine on the grounding masks
-    no_sam: bool = True  # True: components of the grounding mask; False: SAM automatic masks
-    use_grounding_filter: bool = True  # automatic path: keep only components inside the grounding mask
-    auto_mask: AutoMaskConfig = AutoMaskConfig()
 
 
 def required_files(weights_dir: Path | None, sam_variant: str) -> dict[str, Path]:

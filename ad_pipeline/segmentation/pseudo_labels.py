@@ -10,12 +10,10 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict
 from tqdm import tqdm
 
 from ad_pipeline.data.images import load_mask, load_rgb
@@ -32,33 +30,10 @@ from ad_pipeline.segmentation.clustering import (
     filter_histograms,
     relabel,
 )
+from ad_pipeline.segmentation.config import PseudoLabelConfig
 from ad_pipeline.segmentation.proposers import ColorComponentsProposer, MaskProposer, PartLabelProposer
 
 log = logging.getLogger(__name__)
-
-
-class PseudoLabelConfig(BaseModel):
-    """Knobs of §1 (defaults = the paper's breakfast_box settings)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    proposer: Literal["part_labels", "color", "grounded_sam"] = "grounded_sam"
-    min_component_px: int = 50  # proposer components must be larger
-    color_levels: int = 4  # ColorComponentsProposer bins per channel
-    min_area_frac: float = 0.001  # components below this share of the image get no descriptor
-    descriptor_backbone: str = "wide_resnet50_2"
-    descriptor_layer: str = "layer4"
-    n_rotations: int = 60
-    proj_dim: int = 512
-    projection_seed: int = 42
-    descriptor_batch: int = 8  # crops per CNN batch (× n_rotations images)
-    bandwidth: float = 3.5  # MeanShift, per category
-    min_members_ratio: float = 0.5  # clusters with fewer members than this × N images are dropped
-    min_cluster_frac: float = 0.1  # HDBSCAN min_cluster_size = int(frac · N)
-    min_class_area: float = 0.001
-    topk_ratio: float = 0.5
-    filter_hist: bool = True
-    fill_holes: bool = False  # fill holes of each class region of the final labels (breakfast_box, juice_bottle)
 
 
 @dataclass
@@ -147,7 +122,8 @@ def build_proposer(cfg: PseudoLabelConfig, *, grounded=None, weights_dir: Path |
         return PartLabelProposer(cfg.min_component_px)
     if cfg.proposer == "color":
         return ColorComponentsProposer(cfg.color_levels, cfg.min_component_px)
-    from ad_pipeline.segmentation.grounded_sam import GroundedSamConfig, GroundedSamProposer
+    from ad_pipeline.segmentation.config import GroundedSamConfig
+    from ad_pipeline.segmentation.grounded_sam import GroundedSamProposer
 
     return GroundedSamProposer(grounded or GroundedSamConfig(), weights_dir=weights_dir, pretrained=pretrained,
                                device=device, seed=seed)

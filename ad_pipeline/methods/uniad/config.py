@@ -1,4 +1,5 @@
-"""UniAD params section. Defaults are the paper's MVTec AD unified setting (spec ``uniad.md``)."""
+"""UniAD params sections (pydantic only): ``Config`` (the method; defaults: the paper's MVTec AD unified
+setting, spec ``uniad.md``) and ``VisConfig`` (its visualisation decoder, ``uniad_vis``)."""
 
 from __future__ import annotations
 
@@ -83,3 +84,27 @@ class Config(MethodConfig):
         if self.image_score != "auto":
             return self.image_score
         return "mean" if dataset_format == "cifar10" else "max"
+
+
+class VisConfig(BaseModel):
+    """Decoder and its training (the reference's ``experiments/train_vis_decoder/config.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    planes: list[int] = Field(default_factory=lambda: [512, 256, 128, 128], min_length=4, max_length=4)
+    blocks: list[int] = Field(default_factory=lambda: [3, 6, 4, 3], min_length=4, max_length=4)  # coarse → fine
+    epochs: int = Field(1000, ge=1)
+    lr: float = Field(1e-4, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    lr_step: int = Field(800, ge=1)
+    lr_gamma: float = Field(0.1, gt=0.0)
+    batch_size: int = Field(32, ge=1)
+    grad_clip: float = Field(0.1, gt=0.0)
+    train_split: Literal["train", "test"] = "test"  # reference: the test images (never used for scores)
+    max_images: int | None = Field(None, ge=1)  # evenly spaced subset of the training images (memory)
+
+    @model_validator(mode="after")
+    def _positive(self) -> VisConfig:
+        if min(self.planes) < 1 or min(self.blocks) < 1:
+            raise ValueError(f"planes and blocks must be positive, got {self.planes} / {self.blocks}")
+        return self
