@@ -1,6 +1,6 @@
 """Stage ``report``: ``report/index.html`` (offline) and ``report/results.md`` with tables,
 ROC curves and best/worst overlay images for every dataset in ``summary_datasets``, and
-UniAD's feature-reconstruction and learned-query images where ``uniad_vis@<dataset>`` ran."""
+UniAD's feature-reconstruction and learned-query images of the datasets in ``uniad_vis.datasets``."""
 
 from __future__ import annotations
 
@@ -32,13 +32,14 @@ def run(out: Path = Path("report")) -> None:
                if (ARTIFACTS / "exports" / ds / "export.json").exists()}
     with atomic_dir(out) as tmp:
         (tmp / "img").mkdir()
-        figures = {r["dataset"]: _figures(r, tmp, p.evaluate.aupro_limit) for r in results}
+        figures = {r["dataset"]: _figures(r, tmp, p.evaluate.aupro_limit, r["dataset"] in p.uniad_vis.datasets)
+                   for r in results}
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         (tmp / "index.html").write_text(render_html(results, figures, stamp, exports, absent))
         (tmp / "results.md").write_text(render_markdown(results, exports, absent))
 
 
-def _figures(result: dict, out: Path, limit: float) -> dict[str, list[str]]:
+def _figures(result: dict, out: Path, limit: float, with_vis: bool) -> dict[str, list[str]]:
     ds = result["dataset"]
     figs: dict[str, list[str]] = {}
     for manifest in load_manifests(ds):
@@ -66,7 +67,7 @@ def _figures(result: dict, out: Path, limit: float) -> dict[str, list[str]]:
             paths.append(rel)
         for name in (RECONSTRUCTION, QUERIES):
             src = vis_dir(ds) / cat / name
-            if "uniad" in result["methods"] and src.exists():
+            if with_vis and "uniad" in result["methods"] and src.exists():
                 rel = f"img/vis_{ds}_{cat}_uniad_{name}"
                 shutil.copyfile(src, out / rel)
                 paths.append(rel)

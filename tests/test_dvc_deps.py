@@ -14,6 +14,8 @@ from __future__ import annotations
 import ast
 import functools
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,48 @@ def test_every_stage_runs_after_check_params():
     for name, stage in stage_definitions().items():
         if name != "check_params":
             assert "artifacts/params.valid" in map(_dep_path, stage.get("deps", [])), name
+
+
+def unresolved_deps(params_edit: dict[str, list], tmp_path: Path, tracked: set[str]) -> list[tuple[str, str]]:
+    """(stage, dep) of dvc.yaml, as DVC resolves it with ``params.yaml`` edited by ``params_edit``
+    ({"section": new datasets list}), whose dep a fresh clone neither holds (``tracked``: git's
+    files) nor gets from a stage's output (the dep, a folder above it or one inside it); deps
+    outside the repository (``../shared``) are not judged. No stage runs."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    Repo.init(str(tmp_path), no_scm=True).close()
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, datasets in params_edit.items():
+        params[section]["datasets"] = datasets
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with Repo(str(tmp_path)) as repo:
+        stages = list(repo.index.stages)
+    outs = {Path(o.def_path).as_posix() for st in stages for o in st.outs}
+    missing = []
+    for st in stages:
+        for dep in (d for d in st.deps if not isinstance(d, ParamsDependency)):
+            path = Path(dep.def_path).as_posix()
+            produced = any(path == o or o.startswith(f"{path}/") or path.startswith(f"{o}/") for o in outs)
+            if not (path.startswith("..") or produced or any(t == path or t.startswith(f"{path}/") for t in tracked)):
+                missing.append((st.name, path))
+    return missing
+
+
+@functools.cache
+def tracked_files() -> frozenset[str]:
+    return frozenset(subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
+                                    check=True).stdout.split())
+
+
+@pytest.mark.parametrize("edit", [{}, {"uniad_vis": []}], ids=["as committed", "uniad_vis.datasets empty"])
+def test_every_dep_exists_in_a_fresh_clone_or_is_a_stage_output(edit, tmp_path):
+    assert unresolved_deps(edit, tmp_path, set(tracked_files())) == []
+
+
+def test_report_vis_dep_needs_its_committed_readme(tmp_path):
+    """Without artifacts/vis/README.md in the clone, ``dvc repro report`` would stop on the missing
+    artifacts/vis whenever uniad_vis.datasets is empty."""
+    tracked = set(tracked_files()) - {"artifacts/vis/README.md"}
+    assert unresolved_deps({"uniad_vis": []}, tmp_path, tracked) == [("report", "artifacts/vis")]
