@@ -1,5 +1,7 @@
 """dvc.yaml's code deps are complete: every file of ``ad_pipeline/`` and ``stages/`` that a stage's
-command imports is a dep (the file or a folder above it), so editing it re-runs the stage.
+command imports is a dep (the file or a folder above it), so editing it re-runs the stage; and
+none is stale (each code dep covers an imported file). Every other dep exists in a fresh clone or
+is a stage's output, also when an optional stage list (``uniad_vis.datasets``) is empty.
 
 The import closure is static (``ast``): the module-level imports of ``stages/cli.py``, the lazy
 imports in the body of the subcommand's function, then every import (module-level or in a
@@ -130,6 +132,25 @@ def missing_deps(stage: dict) -> list[str]:
 def test_stage_deps_cover_its_import_closure(name):
     stage = stage_definitions()[name]
     assert missing_deps(stage) == [], f"add these to the deps of {name} in dvc.yaml"
+
+
+def stale_deps(stage: dict) -> list[str]:
+    """Code deps (under ``ad_pipeline/`` or ``stages/``) that cover no imported file: they re-run the
+    stage for edits it cannot see."""
+    files = required_files(stage["cmd"])
+    return [d for d in map(_dep_path, stage.get("deps", []))
+            if d.split("/")[0] in PACKAGES and not any(f == Path(d) or Path(d) in f.parents for f in files)]
+
+
+@pytest.mark.parametrize("name", sorted(stage_definitions()))
+def test_stage_code_deps_are_all_imported(name):
+    assert stale_deps(stage_definitions()[name]) == [], f"remove these from the deps of {name} in dvc.yaml"
+
+
+def test_an_unused_dep_is_reported():
+    stage = dict(stage_definitions()["synthesize"])
+    stage["deps"] = [*stage["deps"], "stages/run_method.py", "ad_pipeline/methods/csad"]
+    assert stale_deps(stage) == ["stages/run_method.py", "ad_pipeline/methods/csad"]
 
 
 def test_a_removed_dep_is_reported():
