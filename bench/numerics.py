@@ -77,8 +77,8 @@ def worker(quick: bool) -> dict:
     from ad_pipeline.methods.base import RunContext
     from ad_pipeline.methods.patchcore import PatchCore, PatchCoreConfig
     from ad_pipeline.methods.uniad.config import Config
-    from ad_pipeline.methods.uniad.features import build_feature_extractor, extract_aligned_features
     from ad_pipeline.methods.uniad.distributed import DistInfo
+    from ad_pipeline.methods.uniad.features import build_feature_extractor, extract_aligned_features
     from ad_pipeline.methods.uniad.model import build_model
     from ad_pipeline.methods.uniad.train import train_epoch
     from ad_pipeline.seed import seed_everything
