@@ -204,8 +204,9 @@ def unresolved_deps(params_edit: dict[str, list], tmp_path: Path, tracked: set[s
 
 @functools.cache
 def tracked_files() -> frozenset[str]:
-    return frozenset(subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
-                                    check=True).stdout.split())
+    """What a commit of the working tree would hold: tracked files and untracked ones git does not ignore."""
+    return frozenset(subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                                    capture_output=True, text=True, check=True).stdout.split())
 
 
 @pytest.mark.parametrize("edit", [{}, {"uniad_vis": []}], ids=["as committed", "uniad_vis.datasets empty"])
