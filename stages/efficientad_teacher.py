@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ad_pipeline.io import atomic_dir
 from ad_pipeline.meta import measured
-from ad_pipeline.methods.efficientad import obtain_teacher, save_teacher
+from ad_pipeline.methods.efficientad.teacher_files import obtain_teacher, save_teacher
 from ad_pipeline.seed import seed_everything
 from stages.common import load_manifests, start_dataset_stage, teacher_dir, write_meta
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ad_pipeline.errors import ParamsError
 from ad_pipeline.numerics import NumericsConfig
-from ad_pipeline.methods.efficientad.distill import TeacherConfig
+from ad_pipeline.methods.efficientad.config import TeacherConfig
 from ad_pipeline.methods.registry import get_method, method_names
 from ad_pipeline.methods.uniad.config import VisConfig
 from ad_pipeline.segmentation.config import GroundedSamConfig, PseudoLabelConfig

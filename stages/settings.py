@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from ad_pipeline.errors import ParamsError
-from ad_pipeline.methods.efficientad.distill import TeacherConfig
+from ad_pipeline.methods.efficientad.config import TeacherConfig
 from ad_pipeline.methods.registry import get_method, method_names
 from ad_pipeline.recipes import category_defaults
 from ad_pipeline.segmentation.config import PseudoLabelConfig

@@ -10,7 +10,9 @@ from PIL import Image
 
 from ad_pipeline.components.student_teacher.pdn import PDN
 from ad_pipeline.methods.base import RunContext
-from ad_pipeline.methods.efficientad import EfficientAD, EfficientADConfig, TeacherState, save_teacher
+from ad_pipeline.methods.efficientad.distill import TeacherState
+from ad_pipeline.methods.efficientad.method import EfficientAD, EfficientADConfig
+from ad_pipeline.methods.efficientad.teacher_files import save_teacher
 
 TINY = {"image_size": 64, "channels": 16, "width_divisor": 8}
 

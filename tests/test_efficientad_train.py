@@ -10,9 +10,10 @@ from efficientad_tiny import TINY, fit_tiny, make_images, tiny_dataset, tiny_tea
 from ad_pipeline.components.student_teacher.pdn import PDN
 from ad_pipeline.errors import ArtifactError, UserError
 from ad_pipeline.methods.base import RunContext
-from ad_pipeline.methods.efficientad import (EfficientAD, EfficientADConfig, TeacherConfig, distill_teacher,
-                                             load_teacher, obtain_teacher, save_teacher)
-from ad_pipeline.methods.efficientad.distill import PatchDescriptorTarget
+from ad_pipeline.methods.efficientad.config import TeacherConfig
+from ad_pipeline.methods.efficientad.distill import PatchDescriptorTarget, distill_teacher
+from ad_pipeline.methods.efficientad.method import EfficientAD, EfficientADConfig
+from ad_pipeline.methods.efficientad.teacher_files import load_teacher, obtain_teacher, save_teacher
 
 TEACHER_TINY = {"image_size": 32, "target_image_size": 64, "batch_size": 4, "channels": 8, "width_divisor": 16,
                 "target_layer_dim": 16}

@@ -3,12 +3,6 @@
 Modules: ``distill`` (teacher distillation), ``teacher_files`` (teacher files: load, save,
 weights_dir or distil), ``method`` (the AnomalyMethod), ``inference`` (the export graph). The
 networks, maps, training loop and saved model are shared: ``ad_pipeline.components.student_teacher``.
+``config`` holds ``TeacherConfig`` for the params schema; nothing is re-exported here, so that
+importing it imports no model code.
 """
-
-from ad_pipeline.components.student_teacher.model import EfficientADModel
-from ad_pipeline.methods.efficientad.distill import TeacherConfig, TeacherState, distill_teacher
-from ad_pipeline.methods.efficientad.method import EfficientAD, EfficientADConfig
-from ad_pipeline.methods.efficientad.teacher_files import load_teacher, obtain_teacher, save_teacher
-
-__all__ = ["EfficientAD", "EfficientADConfig", "EfficientADModel", "TeacherConfig", "TeacherState",
-           "distill_teacher", "load_teacher", "obtain_teacher", "save_teacher"]

@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 from tqdm import tqdm
 
@@ -23,32 +22,11 @@ from ad_pipeline.components.student_teacher.pdn import TEACHER_CHANNELS, PDN, Mo
 from ad_pipeline.components.student_teacher.train import channel_mean_std
 from ad_pipeline.data.images import IMAGENET_MEAN, IMAGENET_STD
 from ad_pipeline.errors import UserError
-from ad_pipeline.methods.base import MethodConfig, RunContext
+from ad_pipeline.methods.base import RunContext
+from ad_pipeline.methods.efficientad.config import TeacherConfig
 from ad_pipeline.seed import seeded
 
 FeatureFn = Callable[[torch.Tensor, Sequence[str]], Mapping[str, torch.Tensor]]
-
-
-class TeacherConfig(MethodConfig):
-    """Params of the ``efficientad_teacher`` stage (defaults: the paper's distillation)."""
-
-    model_size: ModelSize = "small"
-    source: Literal["auto", "file", "distill"] = "auto"  # auto: weights_dir/teacher_<size>.pth if present, else distil
-    steps: int = Field(60_000, ge=1)
-    lr: float = 1e-4
-    weight_decay: float = 1e-5
-    batch_size: int = Field(16, ge=1)
-    pretrain_images: str | None = None  # folder of generic images (ImageNet); null → the dataset's training images
-    image_size: int = 256  # PDN input (padding=True → image_size/4 output grid)
-    target_backbone: str = "wide_resnet101_2"
-    target_layers: tuple[str, ...] = ("layer2", "layer3")
-    target_image_size: int = 512  # backbone input; its first layer's grid must equal the PDN grid
-    target_layer_dim: int = 1024  # per-layer adaptive pooling size ("MeanMapper")
-    norm_images: int = 10_000  # images used for the target's channel mean/std
-    grayscale_p: float = 0.1
-    target_cache_mb: int = 2048  # memoise normalised targets per (image, grayscale) up to this size
-    channels: int = TEACHER_CHANNELS  # smaller values / width_divisor > 1: tiny smoke-test teachers only
-    width_divisor: int = 1
 
 
 @dataclass

@@ -19,7 +19,8 @@ from ad_pipeline.components.student_teacher.pdn import TEACHER_CHANNELS, PDN, Mo
 from ad_pipeline.errors import UserError
 from ad_pipeline.io import atomic_path, read_json, write_json
 from ad_pipeline.methods.base import RunContext
-from ad_pipeline.methods.efficientad.distill import TeacherConfig, TeacherState, distill_teacher
+from ad_pipeline.methods.efficientad.config import TeacherConfig
+from ad_pipeline.methods.efficientad.distill import TeacherState, distill_teacher
 
 
 def teacher_file_name(size: ModelSize) -> str:
