@@ -53,6 +53,14 @@ def upstream_dir(name: str, dataset: str, category: str) -> Path:
     return teacher_dir(dataset) if name == "efficientad_teacher" else method_dir(dataset, name) / category
 
 
+RECONSTRUCTION, QUERIES = "reconstruction.png", "queries.png"  # uniad_vis@'s figures per category
+
+
+def vis_dir(dataset: str) -> Path:
+    """``uniad_vis@<dataset>``'s output (read by the report): ``<category>/{RECONSTRUCTION,QUERIES}``, vis.json."""
+    return ARTIFACTS / "vis" / "uniad" / dataset
+
+
 def _index(dataset: str) -> dict:
     index_path = manifest_dir(dataset) / "index.json"
     if not index_path.exists():

@@ -17,8 +17,7 @@ from ad_pipeline.io import atomic_dir, read_json, read_scores
 from ad_pipeline.metrics import pro_curve
 from ad_pipeline.report.figures import overlay_figure, pick_cases, pro_figure, roc_figure
 from ad_pipeline.report.render import render_html, render_markdown
-from stages.common import ARTIFACTS, METRICS_DIR, load_manifests, method_dir, params
-from stages.uniad_vis import QUERIES, RECONSTRUCTION, vis_dir
+from stages.common import ARTIFACTS, METRICS_DIR, QUERIES, RECONSTRUCTION, load_manifests, method_dir, params, vis_dir
 
 DISPLAY = 192  # overlay images are shown at this size (pixels, square)
 

@@ -26,16 +26,8 @@ from ad_pipeline.methods.uniad.model import build_model
 from ad_pipeline.methods.uniad.vis import build_decoder, decode, query_features, reconstruction_loss, train_decoder
 from ad_pipeline.report.figures import image_row_figure, pick_cases, reconstruction_figure
 from ad_pipeline.seed import seed_everything
-from stages.common import ARTIFACTS, load_manifests, method_dir, start_dataset_stage
+from stages.common import QUERIES, RECONSTRUCTION, load_manifests, method_dir, start_dataset_stage, vis_dir
 from stages.uniad import model_groups
-
-RECONSTRUCTION = "reconstruction.png"
-QUERIES = "queries.png"
-
-
-def vis_dir(dataset: str) -> Path:
-    return ARTIFACTS / "vis" / "uniad" / dataset
-
 
 def run(dataset: str) -> None:
     stage = start_dataset_stage(f"uniad_vis@{dataset}", "uniad", dataset, vis_dir(dataset))
