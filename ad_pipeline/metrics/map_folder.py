@@ -15,6 +15,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from ad_pipeline.data.images import IMAGE_SUFFIXES
 from ad_pipeline.data.manifest import Manifest, Sample
 from ad_pipeline.errors import LayoutError, UserError
 from ad_pipeline.metrics.evaluate import HEADLINE_SPRO_LIMIT, LOCO_FORMAT, evaluate_category
@@ -23,7 +24,6 @@ from ad_pipeline.metrics.spro import limit_key
 FORMATS = ("mvtec_ad", LOCO_FORMAT)
 DEFAULT_LIMITS = {"mvtec_ad": 0.3, LOCO_FORMAT: HEADLINE_SPRO_LIMIT}
 MAP_SUFFIXES = (".tiff", ".tif", ".npy", ".png")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MAX_LISTED = 5
 
 
