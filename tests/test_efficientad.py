@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from ad_pipeline.components.student_teacher.autoencoder import Autoencoder
-from ad_pipeline.components.student_teacher.data import autoencoder_augment, load_unit, normalize, random_grayscale
+from ad_pipeline.components.student_teacher.data import PenaltyImages, autoencoder_augment, load_unit, normalize
 from ad_pipeline.components.student_teacher.maps import (MapQuantiles, combine_maps, map_quantiles, normalise_map,
                                                           raw_maps, to_working_resolution)
 from ad_pipeline.components.student_teacher.model import EfficientADModel
@@ -17,6 +17,7 @@ from ad_pipeline.components.student_teacher.train import channel_mean_std, hard_
 from ad_pipeline.data.images import IMAGENET_MEAN, IMAGENET_STD
 from ad_pipeline.errors import UserError
 from ad_pipeline.methods.efficientad.distill import PatchDescriptorTarget
+from tests.helpers import write_random_images
 
 
 META = torch.device("meta")  # shape inference without computing full-size convolutions
@@ -146,7 +147,13 @@ def test_augmentations_are_seeded_and_bounded():
     a = autoencoder_augment(grey, torch.Generator().manual_seed(3))
     b = autoencoder_augment(grey, torch.Generator().manual_seed(3))
     assert torch.equal(a, b) and a.min() >= 0.4 - 1e-6 and a.max() <= 0.6 + 1e-6
-    colour = torch.rand(50, 3, 4, 4, generator=torch.Generator().manual_seed(0))
-    out = random_grayscale(colour, 0.3, torch.Generator().manual_seed(1))
-    grey_rows = (out[:, 0] == out[:, 1]).flatten(1).all(1) & (out[:, 1] == out[:, 2]).flatten(1).all(1)
-    assert 5 <= int(grey_rows.sum()) <= 25
+
+
+def test_penalty_images_grey_is_pils_8bit_conversion(tmp_path):
+    """Resize to 2·size, grey with probability p as PIL's "L" image (the reference loaders'), centre crop."""
+    path = write_random_images(tmp_path, 1, 12, seed=4)[0]
+    resized = Image.open(path).convert("RGB").resize((16, 16), Image.BILINEAR)
+    for p, want in ((0.0, np.asarray(resized)), (1.0, np.asarray(resized.convert("L"))[..., None].repeat(3, 2))):
+        x = PenaltyImages([path], 8, grayscale_p=p).sample(2, torch.Generator().manual_seed(0))
+        assert x.shape == (2, 3, 8, 8)
+        assert np.array_equal(x.mul(255).round().numpy().transpose(0, 2, 3, 1), np.stack([want[4:12, 4:12]] * 2))

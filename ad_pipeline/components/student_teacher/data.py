@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 import torchvision.transforms.functional as TF
+from PIL import Image
 
-from ad_pipeline.data.images import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, load_batch
+from ad_pipeline.data.images import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, load_batch, load_rgb, normalized_batch
 from ad_pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,6 @@ def resolve_pretrain_images(folder: str | Path | None, fallback: Sequence[Path])
     return list(fallback), True
 
 
-def random_grayscale(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
-    """Per image of [B,3,H,W] in [0,1]: with probability p replace it by its 3-channel grey version."""
-    return grayscale_where(x, torch.rand(x.shape[0], generator=gen) < p)
-
-
 def grayscale_where(x: torch.Tensor, pick: torch.Tensor) -> torch.Tensor:
     """Replace the images of [B,3,H,W] selected by the bool mask ``pick`` [B] by their grey version."""
     if pick.any():
@@ -103,7 +99,8 @@ class PenaltyImages:
     """Generic images for the student's penalty loss, loaded on demand.
 
     Each draw: a random file, resized to 2·size square, RandomGrayscale(p), centre crop size×size.
-    Memory: one batch of images at a time.
+    The grey version is PIL's 8-bit "L" conversion of the resized image, as torchvision's
+    RandomGrayscale makes it in the reference loaders (docs/parity.md). Memory: one batch at a time.
     """
 
     def __init__(self, paths: Sequence[Path], size: int, grayscale_p: float = 0.3):
@@ -114,6 +111,8 @@ class PenaltyImages:
     def sample(self, batch_size: int, gen: torch.Generator) -> torch.Tensor:
         """[batch_size,3,size,size] in [0,1]."""
         idx = torch.randint(len(self.paths), (batch_size,), generator=gen).tolist()
-        x = load_unit([self.paths[i] for i in idx], 2 * self.size)
-        x = random_grayscale(x, self.grayscale_p, gen)
-        return TF.center_crop(x, [self.size, self.size])
+        grey = (torch.rand(batch_size, generator=gen) < self.grayscale_p).tolist()
+        side = 2 * self.size
+        images = [load_rgb(self.paths[i]).resize((side, side), Image.BILINEAR) for i in idx]
+        images = [TF.rgb_to_grayscale(im, num_output_channels=3) if g else im for im, g in zip(images, grey)]
+        return TF.center_crop(normalized_batch(images, **_IDENTITY), [self.size, self.size])
