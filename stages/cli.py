@@ -116,11 +116,12 @@ def run_method(method: str, dataset: str) -> None:
 
 
 @app.command("efficientad-teacher")
-def efficientad_teacher(dataset: str) -> None:
+def efficientad_teacher(dataset: str, method: str = typer.Option(
+        "efficientad", help="the EfficientAD variant whose teacher to make (efficientad_m: efficientad_teacher_m@)")) -> None:
     """The EfficientAD PDN teacher of a dataset: weights_dir/teacher_<size>.pth, else distilled."""
     from stages import efficientad_teacher as stage
 
-    stage.run(dataset)
+    stage.run(dataset, method)
 
 
 @app.command()

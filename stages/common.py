@@ -43,14 +43,18 @@ def method_dir(dataset: str, method: str) -> Path:
     return ARTIFACTS / "fusion" / dataset if method == "fused" else ARTIFACTS / dataset / method
 
 
-def teacher_dir(dataset: str) -> Path:
-    """``efficientad_teacher@<dataset>``'s output: the PDN teacher EfficientAD uses on that dataset."""
-    return ARTIFACTS / "efficientad_teacher" / dataset
+# teacher stage of each EfficientAD variant (its method's ``requires``)
+TEACHER_STAGES = {"efficientad": "efficientad_teacher", "efficientad_m": "efficientad_teacher_m"}
+
+
+def teacher_dir(dataset: str, stage: str = "efficientad_teacher") -> Path:
+    """``<stage>@<dataset>``'s output: the PDN teacher an EfficientAD variant uses on that dataset."""
+    return ARTIFACTS / stage / dataset
 
 
 def upstream_dir(name: str, dataset: str, category: str) -> Path:
     """The output a method builds on (``requires``): the teacher stage's dir, else a method's category dir."""
-    return teacher_dir(dataset) if name == "efficientad_teacher" else method_dir(dataset, name) / category
+    return teacher_dir(dataset, name) if name in TEACHER_STAGES.values() else method_dir(dataset, name) / category
 
 
 RECONSTRUCTION, QUERIES = "reconstruction.png", "queries.png"  # uniad_vis@'s figures per category

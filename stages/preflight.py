@@ -25,13 +25,15 @@ from ad_pipeline.data.layouts import absent_dataset, cifar10
 from ad_pipeline.data.layouts import common as layout_common
 from ad_pipeline.errors import UserError
 from ad_pipeline.methods.efficientad.teacher_files import teacher_file_name
+from ad_pipeline.methods.registry import get_method
 from ad_pipeline.segmentation.grounded_sam import weight_files
 from stages.options import OPTIONS
 from stages.params import BaseParams, unwritten_profiles
 
 # What each method's recipe runs, in order (stage names as in dvc.yaml).
 STAGES = {"patchcore": ["patchcore"], "musc": ["musc"], "efficientad": ["efficientad_teacher", "efficientad"],
-          "puad": ["puad"], "uniad": ["uniad"], "csad": ["pseudo_labels", "segmentor", "csad"],
+          "efficientad_m": ["efficientad_teacher_m", "efficientad_m"], "puad": ["puad"], "puad_m": ["puad_m"],
+          "uniad": ["uniad"], "csad": ["pseudo_labels", "segmentor", "csad"],
           "psad": ["part_segmenter", "psad"]}
 # Official (train, test) image counts and categories, for estimates before the data is placed.
 OFFICIAL_SIZE = {"mvtec_ad": (3629, 1725, 15), "mvtec_loco": (1772, 1568, 5), "visa": (8659, 2162, 12),
@@ -147,28 +149,30 @@ def check(p: BaseParams, dataset: str) -> tuple[list[Need], dict[str, float], Co
         elif m == "musc":
             c.backbone(m, s.backbone)
             costs[m] = n.test * COST["musc_image"] * (cfg.image_size / 518) ** 2
-        elif m == "efficientad":
+        elif m in ("efficientad", "efficientad_m"):
+            stage = get_method(m).requires[0]  # its teacher stage
             t = p.settings("efficientad_teacher", dataset).config
             teacher = c.weights_dir / teacher_file_name(cfg.model_size)
-            if t.model_size != cfg.model_size:
+            if m == "efficientad" and t.model_size != cfg.model_size:
                 c.add("efficientad_teacher", f"teacher model_size {t.model_size} = efficientad's {cfg.model_size}",
                       False, "set the same model_size in efficientad_teacher and efficientad")
             if teacher.is_file() or t.source == "file":
-                c.add("efficientad_teacher", f"teacher {teacher}", teacher.is_file(), f"place {teacher.name} in "
+                c.add(stage, f"teacher {teacher}", teacher.is_file(), f"place {teacher.name} in "
                       f"{c.weights_dir}/ (a PDN state dict, e.g. nelson1425's)")
-                costs["efficientad_teacher"] = 0.0
+                costs[stage] = 0.0
             else:
-                c.needs.append(Need("efficientad_teacher", f"teacher {teacher}", "distil",
+                c.needs.append(Need(stage, f"teacher {teacher}", "distil",
                                     f"not there: distilled ({t.steps} steps; placing {teacher.name} skips it)"))
-                c.backbone("efficientad_teacher", t.target_backbone)
-                c.images("efficientad_teacher", "efficientad_teacher.pretrain_images", t.pretrain_images)
-                costs["efficientad_teacher"] = t.steps * COST["teacher_step"]
-            c.images(m, "efficientad.pretrain_images", cfg.pretrain_images)
+                c.backbone(stage, t.target_backbone)
+                c.images(stage, "efficientad_teacher.pretrain_images", t.pretrain_images)
+                costs[stage] = t.steps * COST["teacher_step"]
+            c.images(m, f"{m}.pretrain_images", cfg.pretrain_images)
             costs[m] = n_cat * cfg.steps * COST["efficientad_step"][cfg.model_size] * (cfg.image_size / 256) ** 2
-        elif m == "puad":
-            if "efficientad" not in methods:
-                c.add(m, "efficientad on this dataset (PUAD reads its model)", False,
-                      f"add {dataset} to efficientad.datasets")
+        elif m in ("puad", "puad_m"):
+            upstream = get_method(m).requires[0]
+            if upstream not in methods:
+                c.add(m, f"{upstream} on this dataset (PUAD reads its model)", False,
+                      f"add {dataset} to {upstream}.datasets")
             costs[m] = (n.train + n.test) * COST["puad_image"]
         elif m == "uniad":
             c.backbone(m, cfg.backbone)

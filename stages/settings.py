@@ -39,7 +39,7 @@ PAPER, PROFILE, USER = "paper default", "dataset profile", "user override"
 EXTRA_SECTIONS = {"efficientad_teacher": TeacherConfig, "pseudo_labels": PseudoLabelConfig}
 PIPELINE_KEYS = {"datasets"}  # keys of a method section that are no setting of the method
 # The papers' generic images (ImageNet; CSAD: Tiny-ImageNet, a subset) where the pipeline expects them.
-PAPER_DATA = {"efficientad": {"pretrain_images": "data/imagenet"},
+PAPER_DATA = {"efficientad": {"pretrain_images": "data/imagenet"}, "efficientad_m": {"pretrain_images": "data/imagenet"},
               "efficientad_teacher": {"pretrain_images": "data/imagenet"},
               "csad": {"penalty_images": "data/imagenet"}}
 

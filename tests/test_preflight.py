@@ -21,7 +21,7 @@ def project(tmp_path, monkeypatch, repo):
     write_mvtec_loco(tmp_path / "data" / "mvtec_loco", categories=("pushpins",), counts=TINY)
     raw = yaml.safe_load((repo / "params.yaml").read_text())
     raw["datasets"] = {"mvtec_loco": raw["datasets"]["mvtec_loco"]}
-    for method in ("patchcore", "efficientad", "puad", "csad", "psad", "musc", "uniad"):
+    for method in ("patchcore", "efficientad", "efficientad_m", "puad", "puad_m", "csad", "psad", "musc", "uniad"):
         raw[method]["datasets"] = [d for d in raw[method]["datasets"] if d == "mvtec_loco"]
     raw["fuse"]["datasets"], raw["summary_datasets"], raw["uniad_vis"]["datasets"] = ["mvtec_loco"], [], []
     raw["weights_dir"] = str(tmp_path / "weights")  # empty: nothing placed

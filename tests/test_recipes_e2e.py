@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 # On top of the synthetic profile: a few steps per training loop (wiring, not accuracy)
 TEST_BUDGET = {"efficientad_teacher": {"steps": 10, "norm_images": 8}, "efficientad": {"steps": 20},
+               "efficientad_m": {"steps": 20},
                "csad": {"lgst_steps": 10, "segmentor": {"epochs": 2, "sup_only_epochs": 1}},
                # the synthetic stand-ins have other part classes than breakfast_box's matched 1, 2, 3, 6
                "psad": {"segmenter": {"epochs": 2, "sup_only_epochs": 1, "hist_classes": None}}}
@@ -44,12 +45,13 @@ def project(tmp_path_factory):
     ds = params["datasets"]
     generic = "data/mvtec_loco/breakfast_box/train/good"  # stands in for ImageNet
     loco = json.loads(json.dumps(ds["synthetic_loco"]["profile"]).replace("data/synthetic/generic_images", generic))
+    loco["efficientad_m"] = loco["efficientad"]  # the synthetic suite runs no M: its S budget
     for section, budget in TEST_BUDGET.items():
         loco[section] = loco[section] | budget
     ds["mvtec_loco"]["profile"] = loco
     ds["mvtec_ad"]["profile"] = ds["synthetic_ad"]["profile"] | {
         "uniad": ds["synthetic_ad"]["profile"]["uniad"] | {"epochs": 2, "lr_step": 1},
-        **{k: loco[k] for k in ("efficientad_teacher", "efficientad")}}
+        **{k: loco[k] for k in ("efficientad_teacher", "efficientad", "efficientad_m")}}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root, env
 
@@ -62,7 +64,8 @@ def test_evaluate_mvtec_loco_runs_every_method_of_the_recipe(project):
     root, env = project
     sh("dvc", "repro", "evaluate@mvtec_loco", cwd=root, env=env)
     result = _metrics(root, "mvtec_loco")
-    assert set(result["methods"]) == {"patchcore", "efficientad", "puad", "csad", "psad", "fused"}
+    assert set(result["methods"]) == {"patchcore", "efficientad", "efficientad_m", "puad", "puad_m", "csad", "psad",
+                                      "fused"}
     for method, rows in result["methods"].items():
         assert set(rows["categories"]) == set(LOCO_CATEGORIES), method
     meta = json.loads((root / "artifacts/mvtec_loco/efficientad/pushpins/meta.json").read_text())
@@ -72,4 +75,5 @@ def test_evaluate_mvtec_loco_runs_every_method_of_the_recipe(project):
 def test_evaluate_mvtec_ad_runs_every_method_of_the_recipe(project):
     root, env = project
     sh("dvc", "repro", "evaluate@mvtec_ad", cwd=root, env=env)
-    assert set(_metrics(root, "mvtec_ad")["methods"]) == {"patchcore", "musc", "efficientad", "puad", "uniad"}
+    assert set(_metrics(root, "mvtec_ad")["methods"]) == {"patchcore", "musc", "efficientad", "efficientad_m", "puad",
+                                                          "puad_m", "uniad"}

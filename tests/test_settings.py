@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from ad_pipeline.errors import ParamsError
+from ad_pipeline.errors import ParamsError, UserError
 from ad_pipeline.methods.registry import get_method
 from stages.common import pretrained_mode
 from stages.params import load_params, unwritten_profiles
@@ -139,6 +139,33 @@ def test_dvc_dag_of_evaluate_mvtec_loco_is_the_recipe(repo):
     out = subprocess.run([dvc, "dag", "--dot", "evaluate@mvtec_loco"], cwd=repo, capture_output=True, text=True,
                          timeout=120, check=True).stdout
     stages = set(re.findall(r'^"([^"]+)";$', out, re.M))
-    recipe = ("prepare", "patchcore", "efficientad_teacher", "efficientad", "puad", "pseudo_labels", "segmentor",
-              "csad", "part_segmenter", "psad_segmenter", "psad", "fuse", "evaluate")
+    recipe = ("prepare", "patchcore", "efficientad_teacher", "efficientad", "puad", "efficientad_teacher_m",
+              "efficientad_m", "puad_m", "pseudo_labels", "segmentor", "csad", "part_segmenter", "psad_segmenter",
+              "psad", "fuse", "evaluate")
     assert {s for s in stages if "@" in s} == {f"{s}@mvtec_loco" for s in recipe}
+
+
+def test_efficientad_and_puad_run_as_s_and_m_on_real_datasets_only(repo):
+    """EfficientAD-S/-M and PUAD-S/-M are separate methods on MVTec LOCO / AD (the seeds evaluate
+    both); the synthetic suite keeps its single S run. Each is the paper recipe; the M teacher is
+    distilled with the teacher settings at the medium size."""
+    from stages.efficientad_teacher import teacher_config
+
+    p = load_params(repo / "params.yaml")
+    for ds in ("mvtec_loco", "mvtec_ad"):
+        assert {"efficientad", "efficientad_m", "puad", "puad_m"} <= set(p.methods_for(ds))
+    assert {"efficientad", "puad"} <= set(p.methods_for("synthetic_loco"))
+    assert not {"efficientad_m", "puad_m"} & set(p.methods_for("synthetic_loco"))
+    for method, size in (("efficientad", "small"), ("efficientad_m", "medium")):
+        eff = p.settings(method, "mvtec_loco")
+        assert (eff.config.model_size, eff.config.steps, eff.config.pretrain_images) == (size, 70_000, "data/imagenet")
+        assert eff.deviations() == {} and settings_table(p, method, "mvtec_loco").endswith("paper recipe: yes")
+        assert re.search(rf'^model_size +paper default +"{size}"$', settings_table(p, method, "mvtec_loco"), re.M)
+        _, teacher = teacher_config(p, "mvtec_loco", method)
+        assert (teacher.model_size, teacher.steps, teacher.target_backbone) == (size, 60_000, "wide_resnet101_2")
+    assert get_method("efficientad_m").requires == ("efficientad_teacher_m",)
+    assert get_method("puad_m").requires == ("efficientad_m",) and get_method("puad").requires == ("efficientad",)
+    assert p.settings("puad_m", "mvtec_loco").deviations() == {}
+    with pytest.raises(UserError, match="no teacher stage for method 'puad'"):
+        teacher_config(p, "mvtec_loco", "puad")
+

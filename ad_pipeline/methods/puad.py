@@ -2,7 +2,8 @@
 Mahalanobis score on spatially pooled features, each z-normalised on the validation set.
 
 Needs a trained EfficientAD's saved model in ``ctx.upstream_dirs["efficientad"]`` (read with
-``components.student_teacher.checkpoint``; never retrained). Features f(x) ∈ R^384: global
+``components.student_teacher.checkpoint``; never retrained; PUAD-M, ``puad_m``: EfficientAD-M's
+in ``ctx.upstream_dirs["efficientad_m"]``). Features f(x) ∈ R^384: global
 average of the student's first 384 channels (``student``) or of the normalised teacher output
 (``teacher``). Train split → Ledoit–Wolf Gaussian (``components.mahalanobis``; N ≈ D, so the
 plain sample covariance is ill-conditioned). Score = (s_E − μ_E)/σ_E + w · (d_M − μ_M)/σ_M with
@@ -72,10 +73,11 @@ class PUAD(AnomalyMethod):
         self.calib: dict[str, float] = {}
 
     def _efficientad_dir(self) -> Path:
-        d = self.ctx.upstream_dirs.get("efficientad")
+        stage = self.requires[0]
+        d = self.ctx.upstream_dirs.get(stage)
         if d is None:
             raise UserError("PUAD needs a trained EfficientAD",
-                            fix="run the efficientad stage and pass its dir as upstream_dirs['efficientad']")
+                            fix=f"run the {stage} stage and pass its dir as upstream_dirs['{stage}']")
         return Path(d)
 
     def _load_efficientad(self) -> tuple[EfficientADModel, dict[str, Any]]:
@@ -150,3 +152,10 @@ class PUAD(AnomalyMethod):
     def meta(self) -> dict[str, Any]:
         return {"feature_extractor": self.cfg.feature_extractor, "w_unpicturable": self.cfg.w_unpicturable,
                 **self.calib, "efficientad_model_size": self.efficientad_info.get("model_size")}
+
+
+class PUADM(PUAD):
+    """PUAD-M (name "puad_m"): PUAD on EfficientAD-M (the ``efficientad_m`` stage)."""
+
+    name = "puad_m"
+    requires = ("efficientad_m",)

@@ -14,7 +14,7 @@ from torch import nn
 
 from ad_pipeline.export.inference import Inference, Normalize
 from ad_pipeline.methods.base import RunContext
-from ad_pipeline.methods.puad import PUAD, PUADConfig
+from ad_pipeline.methods.puad import PUAD, PUADM, PUADConfig
 
 
 class PUADInference(nn.Module):
@@ -37,6 +37,11 @@ class PUADInference(nn.Module):
         return amap[:, 0], (s_e - mu_e) / sd_e + w * (s_m - mu_m) / sd_m
 
 
-def build(model_dir: Path, cfg: PUADConfig, ctx: RunContext) -> Inference:
-    method = PUAD.load(model_dir, cfg, ctx)
+def build(model_dir: Path, cfg: PUADConfig, ctx: RunContext, method_cls: type[PUAD] = PUAD) -> Inference:
+    method = method_cls.load(model_dir, cfg, ctx)
     return Inference(PUADInference(method), resize=method.model.image_size)
+
+
+def build_m(model_dir: Path, cfg: PUADConfig, ctx: RunContext) -> Inference:
+    """PUAD-M's graph (its EfficientAD-M is ``ctx.upstream_dirs["efficientad_m"]``)."""
+    return build(model_dir, cfg, ctx, PUADM)

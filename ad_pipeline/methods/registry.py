@@ -14,7 +14,9 @@ METHODS: dict[str, str] = {
     "patchcore": "ad_pipeline.methods.patchcore.method:PatchCore",
     "musc": "ad_pipeline.methods.musc.method:MuSc",
     "efficientad": "ad_pipeline.methods.efficientad.method:EfficientAD",
+    "efficientad_m": "ad_pipeline.methods.efficientad.method:EfficientADM",  # EfficientAD-M: the medium PDN
     "puad": "ad_pipeline.methods.puad:PUAD",
+    "puad_m": "ad_pipeline.methods.puad:PUADM",  # PUAD on EfficientAD-M
     "uniad": "ad_pipeline.methods.uniad.method:UniAD",
     "csad": "ad_pipeline.methods.csad.method:CSAD",
     "psad": "ad_pipeline.methods.psad.method:PSAD",
@@ -27,7 +29,9 @@ METHODS: dict[str, str] = {
 INFERENCE: dict[str, str] = {
     "patchcore": "ad_pipeline.methods.patchcore.inference:build",
     "efficientad": "ad_pipeline.methods.efficientad.inference:build",
+    "efficientad_m": "ad_pipeline.methods.efficientad.inference:build",
     "puad": "ad_pipeline.methods.puad_inference:build",
+    "puad_m": "ad_pipeline.methods.puad_inference:build_m",
     "csad": "ad_pipeline.methods.csad.inference:build",
     "uniad": "ad_pipeline.methods.uniad.inference:build",
     "psad": "ad_pipeline.methods.psad.inference:build",

@@ -84,10 +84,11 @@ class EfficientAD(AnomalyMethod):
         return self.ctx.progress
 
     def _teacher_dir(self) -> Path:
-        d = self.ctx.upstream_dirs.get("efficientad_teacher")
+        stage = self.requires[0]
+        d = self.ctx.upstream_dirs.get(stage)
         if d is None:
-            raise UserError("EfficientAD needs the efficientad_teacher stage's output directory",
-                            fix="run the efficientad_teacher stage and pass its dir as upstream_dirs['efficientad_teacher']")
+            raise UserError(f"EfficientAD needs the {stage} stage's output directory",
+                            fix=f"run the {stage} stage and pass its dir as upstream_dirs['{stage}']")
         return Path(d)
 
     def fit(self, train: Sequence[Path], validation: Sequence[Path]) -> None:
@@ -195,3 +196,17 @@ class EfficientAD(AnomalyMethod):
         teacher = self.info.get("teacher", {})
         weights = "pretrained" if teacher.get("source") == "file" else teacher.get("target_weights", "unknown")
         return {"weights": weights, **{k: v for k, v in self.info.items() if k != "teacher"}, "teacher": teacher}
+
+
+class EfficientADMConfig(EfficientADConfig):
+    """EfficientAD-M: the paper's settings with the medium PDN."""
+
+    model_size: ModelSize = "medium"
+
+
+class EfficientADM(EfficientAD):
+    """EfficientAD-M (name "efficientad_m"): its own stage, teacher (``efficientad_teacher_m``) and results."""
+
+    name = "efficientad_m"
+    Config = EfficientADMConfig
+    requires = ("efficientad_teacher_m",)
