@@ -1,7 +1,7 @@
 """PatchCore speed: greedy coreset (fast vs the literal loop) and exact kNN (faiss brute force vs
 torch chunks vs principal-subspace pruning).
 
-    python bench/patchcore.py [--quick]
+    python bench/patchcore.py [--quick] [--official /path/to/patchcore-inspection]
 
 Each case runs in a fresh process so its peak RSS is its own. Prints a table and writes
 bench/results/patchcore.json. Targets (2 CPU cores): coreset 50k×1024 at 10% in <= 10 s; kNN
@@ -16,6 +16,12 @@ nearest row equals faiss's, "near_ties" those that differ only by float32 roundi
 When anomalib is importable, its own PatchCore scoring (``PatchcoreModel.nearest_neighbors``) runs on
 the same bank and queries in the same process and the table gets its row and ``speedup_vs_anomalib``
 (anomalib is not a dependency: e.g. a venv that sees the project's packages, see README).
+With ``--official`` (a checkout of amazon-science/patchcore-inspection; its ``src/`` is imported,
+nothing of it is in this repo), the official code runs beside ours in the same process on the same
+data: its ``ApproximateGreedyCoresetSampler`` (cases up to 50k rows; ours with ``rng="global"`` from
+the same global seeds, so the picks must agree) and its ``NearestNeighbourScorer`` with ``FaissNN``
+(fit + predict, k = 1, torch's thread count as its ``num_workers``); rows get ``vs_official``
+(official seconds / ours).
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ import argparse
 import importlib.util
 import json
 import multiprocessing as mp
+import os
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -36,11 +44,15 @@ from ad_pipeline.components.knn import REL_TOL
 BOTTLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "mvtec_ad" / "bottle"
 
 
-def _case(kind: str, n: int, dim: int, ratio: float, queries: int, queue) -> None:
+def _case(kind: str, n: int, dim: int, ratio: float, queries: int, official: str | None, queue) -> None:
     features = torch.randn(n, dim, generator=torch.Generator().manual_seed(0))
     out: dict = {}
+    if official:
+        sys.path.insert(0, str(Path(official) / "src"))
     t0 = time.perf_counter()
-    if kind == "coreset":
+    if kind == "official_coreset":
+        out = _official_coreset(features, ratio)
+    elif kind == "coreset":
         picks = greedy_coreset(features, ratio, seed=0)
         out["picks"] = picks.tolist()
     elif kind == "literal":
@@ -57,7 +69,7 @@ def _case(kind: str, n: int, dim: int, ratio: float, queries: int, queue) -> Non
             features, q, out["weights"] = _real_bottle_features(n, queries)
         else:
             q = torch.randn(queries, dim, generator=torch.Generator().manual_seed(1))
-        out |= _compare_pruned_with_faiss(features, q)
+        out |= _compare_pruned_with_faiss(features, q) | (_official_scoring(features, q, out) if official else {})
     out.setdefault("seconds", time.perf_counter() - t0)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     queue.put(out)
@@ -98,6 +110,37 @@ def _anomalib_scoring(bank: torch.Tensor, queries: torch.Tensor, faiss_idx: torc
             "anomalib_same_idx": int((idx == faiss_idx).sum())}
 
 
+def _official_coreset(features: torch.Tensor, ratio: float) -> dict:
+    """The official ``ApproximateGreedyCoresetSampler`` and ours (``rng="global"``), each from the same
+    global torch / numpy seeds (projection and start points), on the same features."""
+    import numpy as np
+    from patchcore.sampler import ApproximateGreedyCoresetSampler
+
+    sampler = ApproximateGreedyCoresetSampler(ratio, torch.device("cpu"))
+    torch.manual_seed(0), np.random.seed(0)
+    t0 = time.perf_counter()
+    theirs = sampler.run(features)
+    t_official = time.perf_counter() - t0
+    torch.manual_seed(0), np.random.seed(0)
+    t0 = time.perf_counter()
+    picks = greedy_coreset(features, ratio, rng="global")
+    t_ours = time.perf_counter() - t0
+    same = torch.equal(features[picks], theirs)
+    return {"seconds": t_ours, "official_seconds": t_official, "same_picks_as_official": same, "picks": picks.tolist()}
+
+
+def _official_scoring(bank: torch.Tensor, queries: torch.Tensor, res: dict) -> dict:
+    """The official ``NearestNeighbourScorer(1, FaissNN)`` (fit on the bank + predict) on the same data."""
+    from patchcore.common import FaissNN, NearestNeighbourScorer
+
+    scorer = NearestNeighbourScorer(1, FaissNN(False, torch.get_num_threads()))
+    t0 = time.perf_counter()
+    scorer.fit([bank.numpy()])
+    _, _, idx = scorer.predict([queries.numpy()])
+    seconds = time.perf_counter() - t0
+    return {"official_seconds": seconds, "official_same_idx": int((idx[:, 0] == res["faiss_idx"]).sum())}
+
+
 def _real_bottle_features(bank_rows: int, n_images: int) -> tuple[torch.Tensor, torch.Tensor, str]:
     """Bank [bank_rows, 1024] (greedy coreset), queries [n_images·784, 1024] of real bottle images,
     and the backbone's weights mode."""
@@ -130,10 +173,10 @@ def _real_bottle_features(bank_rows: int, n_images: int) -> tuple[torch.Tensor, 
     return bank[keep].contiguous(), queries, method.backbone.weights
 
 
-def run(kind: str, n: int, dim: int = 1024, ratio: float = 0.1, queries: int = 0) -> dict:
+def run(kind: str, n: int, dim: int = 1024, ratio: float = 0.1, queries: int = 0, official: str | None = None) -> dict:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_case, args=(kind, n, dim, ratio, queries, queue))
+    proc = ctx.Process(target=_case, args=(kind, n, dim, ratio, queries, official, queue))
     proc.start()
     out = queue.get()
     proc.join()
@@ -143,8 +186,13 @@ def run(kind: str, n: int, dim: int = 1024, ratio: float = 0.1, queries: int = 0
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller cases (minutes -> seconds)")
+    parser.add_argument("--official", type=Path, help="checkout of amazon-science/patchcore-inspection to time beside ours")
     args = parser.parse_args()
-    q = args.quick
+    q, official = args.quick, (str(args.official.resolve()) if args.official else None)
+    if official and not (args.official / "src" / "patchcore" / "sampler.py").is_file():
+        parser.error(f"--official {args.official}: no src/patchcore/sampler.py there (a patchcore-inspection checkout)")
+    if official:
+        os.environ["TQDM_DISABLE"] = "1"  # read by tqdm at import in the case processes: the official per-pick bar
     rows = []
 
     def add(case: str, res: dict, **extra) -> dict:
@@ -164,6 +212,13 @@ def main() -> None:
     for n, ratio in ([(50_000, 0.1)] if q else [(50_000, 0.1), (200_000, 0.1)]):
         res = run("coreset", n, ratio=ratio)
         add(f"coreset fast {n}x1024 @{ratio:.0%}", res, ms_per_point=round(1e3 * res["seconds"] / int(n * ratio), 3))
+    if official:  # the official sampler is the literal loop: 200k rows would take many minutes
+        for n, ratio in ([(n_small, r_small), (50_000, 0.1)]):
+            res = run("official_coreset", n, ratio=ratio, official=official)
+            add(f"coreset ours rng=global vs official {n}x1024 @{ratio:.0%}", res,
+                official_s=round(res["official_seconds"], 2),
+                vs_official=round(res["official_seconds"] / res["seconds"], 2),
+                same_picks_as_official=res["same_picks_as_official"])
     n_images = 20 if q else 200
     n_queries = n_images * 784
     if q:  # brute-force torch vs faiss (why faiss is the CPU default); quick only, the ratio is stable
@@ -174,7 +229,7 @@ def main() -> None:
             same_as_faiss=torch_res["idx"] == faiss_res["faiss_idx"])
     real_rows = 5_000 if q else 20_000
     for kind, bank_rows, label in [("knn_random", 20_000, "random"), ("knn_real", real_rows, "real bottle")]:
-        res = run(kind, bank_rows, queries=n_queries if kind == "knn_random" else n_images)
+        res = run(kind, bank_rows, queries=n_queries if kind == "knn_random" else n_images, official=official)
         add(f"kNN faiss brute {res['queries']} q vs {bank_rows}x1024 {label}", {**res, "seconds": res["faiss_seconds"]},
             est_200x784_s=round(res["faiss_seconds"] * 200 * 784 / res["queries"], 1))
         if "anomalib_seconds" in res:
@@ -188,12 +243,24 @@ def main() -> None:
             speedup_vs_134s=round(134 / (res["seconds"] * 200 * 784 / res["queries"]), 2),
             **({"speedup_vs_anomalib": round(res["anomalib_seconds"] / res["seconds"], 2)}
                if "anomalib_seconds" in res else {}),
+            **({"official_s": round(res["official_seconds"], 2),
+                "vs_official": round(res["official_seconds"] / res["seconds"], 2),
+                "official_same_idx_as_faiss": f"{res['official_same_idx']}/{res['queries']}"}
+               if "official_seconds" in res else {}),
             pruned_fraction=round(res["pruned_fraction"], 4), same_idx=f"{res['same_idx']}/{res['queries']}",
             near_ties=res["near_ties"], **({"weights": res["weights"]} if "weights" in res else {}))
     out = Path(__file__).parent / "results" / "patchcore.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"quick": q, "torch_threads": torch.get_num_threads(), "rows": rows}, indent=2) + "\n")
+    out.write_text(json.dumps({"quick": q, "torch_threads": torch.get_num_threads(), "rows": rows}
+                              | ({"official": _official_commit(args.official)} if official else {}), indent=2) + "\n")
     print(f"wrote {out}")
+
+
+def _official_commit(checkout: Path) -> dict:
+    import subprocess
+
+    head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    return {"repo": "amazon-science/patchcore-inspection", "commit": head.strip(), "path": str(checkout)}
 
 
 if __name__ == "__main__":
