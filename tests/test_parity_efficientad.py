@@ -171,7 +171,7 @@ def trained(official, data):
             losses = ea_train.train_student_autoencoder(
                 net, load_uint8(data["paths"]["train/good"], IMAGE_SIZE),
                 PenaltyImages(data["penalty"], IMAGE_SIZE, PENALTY_GRAYSCALE_P),
-                steps=TRAIN_STEPS, gen=torch.Generator().manual_seed(SEED), progress=False)
+                label="parity", steps=TRAIN_STEPS, gen=torch.Generator().manual_seed(SEED), progress=False)
     finally:
         after_step.remove()
         for h in hooks:
