@@ -21,7 +21,7 @@ nothing of it is in this repo), the official code runs beside ours in the same p
 data: its ``ApproximateGreedyCoresetSampler`` (cases up to 50k rows; ours with ``rng="global"`` from
 the same global seeds, so the picks must agree) and its ``NearestNeighbourScorer`` with ``FaissNN``
 (fit + predict, k = 1, torch's thread count as its ``num_workers``); rows get ``vs_official``
-(official seconds / ours).
+(official seconds / ours), and the results go to bench/results/patchcore_vs_official.json.
 """
 
 from __future__ import annotations
@@ -249,7 +249,7 @@ def main() -> None:
                if "official_seconds" in res else {}),
             pruned_fraction=round(res["pruned_fraction"], 4), same_idx=f"{res['same_idx']}/{res['queries']}",
             near_ties=res["near_ties"], **({"weights": res["weights"]} if "weights" in res else {}))
-    out = Path(__file__).parent / "results" / "patchcore.json"
+    out = Path(__file__).parent / "results" / ("patchcore_vs_official.json" if official else "patchcore.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"quick": q, "torch_threads": torch.get_num_threads(), "rows": rows}
                               | ({"official": _official_commit(args.official)} if official else {}), indent=2) + "\n")
