@@ -92,8 +92,9 @@ def export_category(p: BaseParams, method: str, dataset: str, manifest: Manifest
         "decision": read_json(threshold_file) if threshold_file.exists() else {},
         "weights": meta.get("weights"), "image_size": meta.get("image_size"),
         "files": {name: path.name for name, path in files.items()}})
-    for name, path in files.items():
-        runner = load_runner(path, THREADS)
+    runners, refused = load_runners(files)
+    for name, runner in runners.items():
+        path = files[name]
         maps, scores = run_images(runner, test, inputs=inference.inputs)
         rows.append(base | {"format": name, "file": f"{method}/{manifest.category}/{path.name}",
                             "auroc": image_aurocs(manifest, scores), "max_abs_diff_map": max_abs_diff(maps, ref_maps),
@@ -101,7 +102,22 @@ def export_category(p: BaseParams, method: str, dataset: str, manifest: Manifest
                             "max_abs_diff_score": max_abs_diff(scores, ref_scores),
                             "max_rel_diff_score": max_rel_diff(scores, ref_scores),
                             "cpu_ms_per_image": round(latency_ms(runner, sides, LATENCY_RUNS), 2)})
-    return rows, None
+    return rows, "; ".join(refused) or None
+
+
+def load_runners(files: dict[str, Path]) -> tuple[dict, list[str]]:
+    """{format: runner} of the exported files, and one reason per file its runtime refuses to
+    load on this CPU (e.g. OpenVINO's CPU plugin under ``DNNL_MAX_CPU_ISA=SSE41``: "bad
+    combination"): that format gets no row instead of failing the stage."""
+    runners, refused = {}, []
+    for name, path in files.items():
+        try:
+            runners[name] = load_runner(path, THREADS)
+        except RuntimeError as e:
+            reason = f"{name} runtime cannot load it on this CPU: {' '.join(str(e).split())[-160:]}"
+            log.warning("export: %s: %s", path, reason)
+            refused.append(reason)
+    return runners, refused
 
 
 def check_rows(rows: list[dict]) -> None:

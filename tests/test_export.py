@@ -186,3 +186,20 @@ def test_an_unconvertible_graph_is_the_error_the_export_stage_records(tmp_path):
     table = {"rows": [], "unsupported": {"patchcore/disc": "UnsupportedOperatorError: aten::_upsample_bicubic2d_aa"}}
     assert export_notes({"synthetic_ad": table}) == [
         "synthetic_ad: patchcore/disc has no exportable graph (UnsupportedOperatorError: aten::_upsample_bicubic2d_aa)"]
+
+
+def test_a_runtime_that_refuses_a_file_on_this_cpu_is_listed_not_fatal(tmp_path, monkeypatch):
+    """OpenVINO's CPU plugin under the SSE4 numerics level raises "bad combination": export@ keeps
+    the other formats' rows and records the reason (stages/export.py load_runners)."""
+    import stages.export as stage
+
+    def load(path, threads):
+        if path.suffix == ".xml":
+            raise RuntimeError("Exception from src/inference/src/dev/plugin.cpp:59:\nbad combination")
+        return f"runner of {path.name}"
+
+    monkeypatch.setattr(stage, "load_runner", load)
+    runners, refused = stage.load_runners({"onnx": tmp_path / "model.onnx", "openvino": tmp_path / "model.xml"})
+    assert runners == {"onnx": "runner of model.onnx"}
+    assert len(refused) == 1 and refused[0].startswith("openvino runtime cannot load it on this CPU")
+    assert refused[0].endswith("bad combination")
