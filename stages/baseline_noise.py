@@ -82,25 +82,50 @@ def seed_run(seed: int, root: Path, workspace: Path = Path(".")) -> dict[str, fl
     return flatten_metrics(read_json(root / "metrics.json"))
 
 
+def recorded_runs(noise_file: Path, base: dict[str, float], base_seed: int) -> dict[int, dict[str, float]]:
+    """{seed: flattened metrics} of the extra seeds an existing noise file recorded for this very
+    baseline (seed ``base_seed`` first, every value equal, same numerics); {} when it is another's."""
+    if not noise_file.exists():
+        return {}
+    old = read_json(noise_file)
+    seeds, metrics = old.get("seeds", []), old.get("metrics", {})
+    same = (seeds[:1] == [base_seed] and set(metrics) == set(base)
+            and all(len(m["values"]) == len(seeds) and m["values"][0] == base[n] for n, m in metrics.items())
+            and _settings(old.get("numerics", {})) == _settings(numerics.record()))
+    if not same:
+        return {}
+    return {s: {n: m["values"][i] for n, m in metrics.items()} for i, s in enumerate(seeds) if i}
+
+
+def _settings(record: dict) -> dict:
+    """The numerics settings that decide the bits of a run (not the CPU's name)."""
+    return {key: record.get(key) for key in ("profile", "level", "threads", "env")}
+
+
 def run(seeds: list[int] | None = None, out: Path = Path("metrics_noise.json"),
-        baseline: Path = Path("metrics.json")) -> None:
+        baseline: Path = Path("metrics.json"), fresh: bool = False) -> None:
     p = params()
     seeds = p.gate.seeds if seeds is None else seeds
     if p.seed in seeds or len(set(seeds)) != len(seeds) or not seeds:
         raise UserError(f"seeds {seeds}: expected distinct seeds other than params' seed {p.seed}",
                         fix="set gate.seeds in params.yaml (or --seed) to e.g. [1, 2]")
     base = flatten_metrics(read_json(baseline))
-    runs = {p.seed: base}
+    recorded = {} if fresh else recorded_runs(out, base, p.seed)
+    reused = [s for s in seeds if s in recorded]
+    runs = {p.seed: base} | {s: recorded[s] for s in reused}
+    if reused:
+        log.warning("baseline-noise: seeds %s reused from %s (same baseline values and numerics; "
+                    "--fresh re-runs them)", reused, out)
     workspace = Path.cwd()
     # a sibling of the workspace, so that relative paths out of it (../shared/...) resolve the same
     with tempfile.TemporaryDirectory(prefix=f".{workspace.name}-noise-", dir=workspace.parent) as tmp:
-        for seed in seeds:
+        for seed in (s for s in seeds if s not in runs):
             runs[seed] = seed_run(seed, Path(tmp) / f"seed{seed}")
     values = {n: [runs[s][n] for s in runs if n in runs[s]] for n in base}
     spread = {n: max(v) - min(v) for n, v in values.items()}
     quanta = metric_quanta(list(base), {d: dataset_quanta(d) for d in p.summary_datasets})
     model = NoiseModel(quantum=quanta, spread=spread, k=p.gate.k)
-    write_json(out, model.to_json(values, seeds=list(runs), baseline=str(baseline),
+    write_json(out, model.to_json(values, seeds=list(runs), reused_seeds=reused, baseline=str(baseline),
                                   command="ad-pipeline baseline-noise" + "".join(f" --seed {s}" for s in seeds),
                                   numerics=numerics.record()))
     log.warning("baseline-noise: %d metrics, seeds %s -> %s", len(values), list(runs), out)

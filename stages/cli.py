@@ -335,11 +335,12 @@ def check_metrics(
 def baseline_noise(
     seed: Optional[list[int]] = typer.Option(None, help="extra seeds (default: params gate.seeds)"),
     out: Path = typer.Option(Path("metrics_noise.json"), help="noise model file"),
+    fresh: bool = typer.Option(False, help="re-run seeds that the existing noise file recorded for this baseline"),
 ) -> None:
     """Re-run the pipeline with other seeds and write the gate's noise model for metrics.json."""
     from stages import baseline_noise as stage
 
-    stage.run(seed or None, out)
+    stage.run(seed or None, out, fresh=fresh)
 
 
 def main() -> None:

@@ -181,3 +181,29 @@ def test_seed_run_reruns_stages_in_a_scratch_copy_and_leaves_the_workspace(tmp_p
     assert noise.seed_run(3, tmp_path / "seed3", ws) == {"a.m": 0.3}
     assert (tmp_path / "seed3" / "data").is_symlink() and not (ws / "data" / "written").exists()
     assert (ws / "metrics.json").read_text() == '{"a": {"m": 0.5}}'
+
+
+def test_baseline_noise_reuses_only_the_runs_recorded_for_the_same_baseline(tmp_path, monkeypatch):
+    """Extending gate.seeds re-runs only the new seeds when metrics_noise.json was written for
+    this very baseline; any changed baseline value (or --fresh) re-runs every seed."""
+    from types import SimpleNamespace
+
+    import stages.baseline_noise as noise
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "metrics.json").write_text('{"d": {"m": 0.5}}')
+    monkeypatch.setattr(noise, "params", lambda: SimpleNamespace(
+        seed=0, summary_datasets=[], gate=SimpleNamespace(seeds=[1, 2], k=2.0)))
+    ran = []
+    monkeypatch.setattr(noise, "seed_run", lambda seed, root: ran.append(seed) or {"d.m": 0.5 + seed / 100})
+    noise.run([1])
+    noise.run([1, 2])
+    out = json.loads((tmp_path / "metrics_noise.json").read_text())
+    assert ran == [1, 2] and out["seeds"] == [0, 1, 2] and out["reused_seeds"] == [1]
+    assert out["metrics"]["d.m"]["values"] == [0.5, 0.51, 0.52]
+    assert out["metrics"]["d.m"]["spread"] == pytest.approx(0.02)
+    noise.run([1, 2], fresh=True)
+    assert ran == [1, 2, 1, 2]
+    (tmp_path / "metrics.json").write_text('{"d": {"m": 0.6}}')
+    noise.run([2])
+    assert ran == [1, 2, 1, 2, 2]
