@@ -5,15 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image
-
-from ad_pipeline.data.images import load_batch
-from ad_pipeline.data.manifest import SPLITS, Manifest
+from ad_pipeline.data.manifest import Manifest
 from ad_pipeline.io import write_json
 from ad_pipeline.meta import measured
-from ad_pipeline.methods.csad.method import fit_segmentor, save_segmentor
+from ad_pipeline.methods.csad.segmentor import fit_segmentor, save_segmentor, write_part_maps
 from ad_pipeline.segmentation.pseudo_labels import PseudoLabels
-from ad_pipeline.segmentation.train import predict_labels
 from stages.common import for_each_category, method_dir, run_context, write_meta
 from stages.params import BaseParams
 
@@ -31,15 +27,7 @@ def _fit_category(p: BaseParams, manifest: Manifest, cat_dir: Path) -> None:
     with measured() as timing:
         model, history = fit_segmentor(manifest.paths("train"), labels, cfg, ctx)
     save_segmentor(model, cat_dir, cfg)
-    for split in SPLITS:
-        paths = manifest.paths(split)
-        if not paths:
-            continue
-        (cat_dir / "parts" / split).mkdir(parents=True)
-        maps = predict_labels(model, load_batch(paths, cfg.image_size), batch_size=cfg.batch_size,
-                              device=ctx.device).cpu().numpy()
-        for row, m in enumerate(maps):
-            Image.fromarray(m.astype("uint8")).save(cat_dir / "parts" / split / f"{row:04d}.png")
+    write_part_maps(model, manifest, cat_dir, cfg, ctx.device)
     write_json(cat_dir / "history.json", history)
     write_meta(cat_dir, method="segmentor", section=cfg, ctx=ctx, measured=timing, settings=settings,
                extra={"weights": getattr(model.encoder, "weights", "n/a"), "num_classes": labels.num_classes})

@@ -12,7 +12,9 @@ from ad_pipeline.methods.base import RunContext
 from ad_pipeline.fusion import trimmed_zscore
 from ad_pipeline.methods.csad.method import trimmed
 from ad_pipeline.methods.csad.lgst import LGST, LGSTTeacher, fit_map_quantiles, lgst_scores
-from ad_pipeline.methods.csad.method import CSAD, CSADConfig, fit_segmentor, save_segmentor
+from ad_pipeline.methods.csad.config import CSADConfig
+from ad_pipeline.methods.csad.method import CSAD
+from ad_pipeline.methods.csad.segmentor import fit_segmentor, save_segmentor
 from ad_pipeline.methods.csad.patch_hist import PatchHistogramModel, class_histograms
 from ad_pipeline.segmentation.pseudo_labels import PseudoLabels
 from ad_pipeline.segmentation.train import SegTrainConfig

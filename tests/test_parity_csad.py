@@ -20,7 +20,9 @@ from ad_pipeline.components.student_teacher.data import load_uint8
 from ad_pipeline.components.student_teacher.maps import MapQuantiles, map_quantiles, raw_maps
 from ad_pipeline.data.images import load_batch
 from ad_pipeline.methods.base import RunContext
-from ad_pipeline.methods.csad.method import CSAD, CSADConfig, save_segmentor, trimmed
+from ad_pipeline.methods.csad.config import CSADConfig
+from ad_pipeline.methods.csad.method import CSAD, trimmed
+from ad_pipeline.methods.csad.segmentor import save_segmentor
 from ad_pipeline.methods.csad.patch_hist import PatchHistogramModel
 from tests import parity_csad_common as common
 

@@ -266,7 +266,8 @@ def test_pseudo_labels_round_trip_with_proposals(tmp_path):
 
 
 def test_old_pseudo_labels_load_without_proposals_and_lsa_asks_for_a_rerun(tmp_path):
-    from ad_pipeline.methods.csad.method import CSADConfig, build_augment
+    from ad_pipeline.methods.csad.config import CSADConfig
+    from ad_pipeline.methods.csad.segmentor import build_augment
 
     pseudo(with_proposals=False).save(tmp_path / "old")
     old = PseudoLabels.load(tmp_path / "old")

@@ -16,7 +16,8 @@ from torch import nn
 
 from ad_pipeline.export.inference import Inference, Normalize
 from ad_pipeline.methods.base import RunContext
-from ad_pipeline.methods.csad.method import CSAD, CSADConfig
+from ad_pipeline.methods.csad.config import CSADConfig
+from ad_pipeline.methods.csad.method import CSAD
 from ad_pipeline.methods.csad.patch_hist import class_histograms
 
 

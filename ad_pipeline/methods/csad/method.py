@@ -1,8 +1,7 @@
-"""CSAD for one category: the segmentor (stage ``segmentor@``) and the scoring method (``csad@``).
+"""CSAD for one category, the scoring method (``csad@``).
 
-``fit_segmentor`` trains the DeepLab-v3+ head on the pseudo-labels of ``pseudo_labels@``;
-``CSAD.fit`` loads it, fits the patch-histogram branch on train, trains LGST on train, and
-fits every normalisation on ``validation`` only (never on test data). Final score =
+``CSAD.fit`` loads the segmentor of ``segmentor@`` (methods/csad/segmentor.py), fits the
+patch-histogram branch on train, trains LGST on train, and fits every normalisation on ``validation`` only (never on test data). Final score =
 z(LGST) + z(patch-hist), both trimmed z-scores of validation scores.
 """
 
@@ -10,136 +9,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ad_pipeline.backbones import build_backbone
 from ad_pipeline.components.student_teacher.data import PenaltyImages, list_images, load_uint8
 from ad_pipeline.components.student_teacher.train import teacher_statistics, train_student_autoencoder
-from ad_pipeline.data.images import load_batch
 from ad_pipeline.errors import ArtifactError
 from ad_pipeline.fusion import Normalizer, fit_normalizer
 from ad_pipeline.io import read_json, write_json
-from ad_pipeline.methods.base import AnomalyMethod, MethodConfig, RunContext, Scores
+from ad_pipeline.methods.base import AnomalyMethod, RunContext, Scores
+from ad_pipeline.methods.csad.config import CSADConfig
 from ad_pipeline.methods.csad.lgst import LGST, LGSTTeacher, fit_map_quantiles, lgst_scores
 from ad_pipeline.methods.csad.patch_hist import PatchHistogramModel
+from ad_pipeline.methods.csad.segmentor import build_encoder, load_segmentor, segment
 from ad_pipeline.seed import seed_everything
-from ad_pipeline.segmentation.augment import AugmentConfig, SupervisedAugment
 from ad_pipeline.segmentation.models import FrozenEncoderSegmentor, probe_channels
-from ad_pipeline.segmentation.pseudo_labels import PseudoLabels
-from ad_pipeline.segmentation.train import SegTrainConfig, predict_labels, train_segmentation
-
-SEGMENTOR_FILE = "segmentor_head.pth"
-SEGMENTOR_META = "segmentor.json"
-
-
-class CSADConfig(MethodConfig):
-    """Defaults = the paper's settings (csad.md)."""
-
-    image_size: int = 256
-    encoder: str = "wide_resnet50_2"  # shared by segmentor (layer1, layer3) and LGST teacher (layer2, layer3)
-    head_channels: int = 256
-    head_low_channels: int = 48
-    bn_momentum: float = 0.999  # repo value (PyTorch convention); 0.1 is PyTorch's default
-    segmentor: SegTrainConfig = SegTrainConfig()
-    augment: AugmentConfig = AugmentConfig()  # supervised segmentor batches: LSA + ShiftScaleRotate + brightness
-    lgst_channels: int = 512
-    lgst_width_divisor: int = 1  # > 1 only for tiny smoke-test students
-    lgst_steps: int = 60_000
-    lgst_batch_size: int = 2
-    lgst_penalty_batch_size: int = 1  # penalty images per step (official: 1; set lgst_batch_size for the old rule)
-    lgst_lr: float = 2e-4
-    lgst_weight_decay: float = 1e-4
-    projection_seed: int = 0  # seeds the frozen random 1×1 teacher projection
-    penalty_images: str | None = None  # folder of generic images (Tiny-ImageNet); None = no penalty term
-    # LGST image score: "upsampled" = max of the map resized to image_size (official CSAD.py, the
-    # scores its benchmark fuses); "grid" = max of the 64×64 map (official ONNX export graph)
-    lgst_score: Literal["upsampled", "grid"] = "upsampled"
-    zscore_guard: float = 0.0  # std ≤ guard → 1 (0: benchmark path; 1e-3: export path)
-    batch_size: int = 8
-    branches: Literal["both", "patch_hist", "lgst"] = "both"  # which branch scores are summed (seed ablation)
 
 
 def trimmed(val_scores: np.ndarray, guard: float) -> Normalizer:
     """CSAD's trimmed z-score (q20 < v < q80, population std ≤ guard → 1) of validation scores."""
     return fit_normalizer(val_scores, "trimmed_z", guard)
-
-
-def _encoder(cfg: CSADConfig, ctx: RunContext):
-    return build_backbone(cfg.encoder, pretrained=ctx.pretrained, weights_dir=ctx.weights_dir, seed=ctx.seed)
-
-
-def _build_segmentor(encoder, num_classes: int, cfg: CSADConfig) -> FrozenEncoderSegmentor:
-    return FrozenEncoderSegmentor(encoder, num_classes, channels=cfg.head_channels, low_out=cfg.head_low_channels,
-                                  bn_momentum=cfg.bn_momentum)
-
-
-def resize_labels(maps: Sequence[np.ndarray], size: int) -> torch.Tensor:
-    """uint8 label maps (any sizes) → int64 [N,size,size] (nearest)."""
-    out = [F.interpolate(torch.from_numpy(np.array(m))[None, None].float(), size=(size, size), mode="nearest")[0, 0]
-           for m in maps]
-    return torch.stack(out).long()
-
-
-def build_augment(labels: PseudoLabels, cfg: CSADConfig) -> SupervisedAugment | None:
-    """The supervised-batch augmentation of ``cfg.augment`` (None when disabled); LSA's proposal
-    images are resized (nearest) to the training resolution."""
-    aug = cfg.augment
-    if not aug.enabled:
-        return None
-    if aug.lsa_ratio == 0:
-        return SupervisedAugment(aug, None)
-    if labels.proposals is None:
-        raise ArtifactError("the pseudo-labels hold no proposal images, which LSA copy-pastes",
-                            fix="re-run the pseudo_labels stage (it now saves proposals/), or set "
-                                "csad.augment.lsa_ratio: 0 (or csad.augment.enabled: false)")
-    return SupervisedAugment(aug, resize_labels(labels.proposals, cfg.image_size).to(torch.uint8).numpy())
-
-
-def fit_segmentor(train: Sequence[Path], labels: PseudoLabels, cfg: CSADConfig, ctx: RunContext,
-                  encoder=None) -> tuple[FrozenEncoderSegmentor, list[dict[str, float]]]:
-    """Train the segmentor head on ``labels`` (made for exactly ``train``) with ``cfg.augment`` on the
-    supervised batches; returns (model, history)."""
-    labels.check_paths(train)
-    if labels.num_classes < 2:
-        raise ArtifactError("the pseudo-labels have no part class (every label map is background): the mask "
-                            "proposer found no component that survived clustering",
-                            fix="check pseudo_labels/<category>/preview.png and meta.json; with random-init "
-                                "Grounded-SAM weights (no files in weights_dir) no part is found — put the weight "
-                                "files there or use the 'part_labels' / 'color' proposer")
-    seed_everything(ctx.seed)
-    augment = build_augment(labels, cfg)
-    encoder = encoder or _encoder(cfg, ctx)
-    model = _build_segmentor(encoder, labels.num_classes, cfg)
-    images = load_batch(list(train), cfg.image_size)
-    history = train_segmentation(model, images, resize_labels(labels.label_maps, cfg.image_size), labels.good_indices,
-                                 cfg.segmentor, num_classes=labels.num_classes, seed=ctx.seed, augment=augment,
-                                 device=ctx.device, progress=ctx.progress)
-    return model, history
-
-
-def save_segmentor(model: FrozenEncoderSegmentor, out_dir: Path, cfg: CSADConfig) -> None:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(model.head.state_dict(), out_dir / SEGMENTOR_FILE)
-    num_classes = model.head.decoder[-1].out_channels
-    write_json(out_dir / SEGMENTOR_META, {"num_classes": num_classes, "encoder": cfg.encoder,
-                                          "weights": getattr(model.encoder, "weights", "unknown")})
-
-
-def load_segmentor(seg_dir: Path, cfg: CSADConfig, encoder) -> FrozenEncoderSegmentor:
-    """Rebuild the segmentor saved by :func:`save_segmentor` on ``encoder``."""
-    seg_dir = Path(seg_dir)
-    meta = read_json(seg_dir / SEGMENTOR_META)
-    if meta.get("encoder") != cfg.encoder:
-        raise ArtifactError(f"segmentor was trained on encoder {meta.get('encoder')!r}, CSAD is set to {cfg.encoder!r}",
-                            path=seg_dir, fix="re-run the segmentor stage or set the same encoder")
-    model = _build_segmentor(encoder, int(meta["num_classes"]), cfg)
-    model.head.load_state_dict(torch.load(seg_dir / SEGMENTOR_FILE, map_location="cpu", weights_only=True))
-    return model.eval()
 
 
 class CSAD(AnomalyMethod):
@@ -149,15 +40,14 @@ class CSAD(AnomalyMethod):
 
     def __init__(self, cfg: CSADConfig, ctx: RunContext):
         super().__init__(cfg, ctx)
-        self.encoder = _encoder(cfg, ctx)
+        self.encoder = build_encoder(cfg, ctx)
         self.segmentor: FrozenEncoderSegmentor | None = None
         self.lgst: LGST | None = None
         self.hist: PatchHistogramModel | None = None
         self.stats: dict[str, Normalizer] = {}  # trimmed z-scores fitted on validation scores
 
     def _segment(self, paths: Sequence[Path]) -> torch.Tensor:
-        return predict_labels(self.segmentor, load_batch(list(paths), self.cfg.image_size),
-                              batch_size=self.cfg.batch_size, device=self.ctx.device).cpu()
+        return segment(self.segmentor, paths, self.cfg, self.ctx.device)
 
     def _patch_hist_raw(self, paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
         return self.hist.distances(self._segment(paths))
