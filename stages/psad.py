@@ -48,8 +48,9 @@ def prepare(model, manifest: Manifest, dataset: str) -> None:
     others = [manifest.paths("validation"), manifest.paths("test")]
     if model.cfg.patch_bank == "seed":
         cfg = model.cfg
-        model.patch_scores, model.patch_bank = seed_bank_scores(cfg.seed_bank, cfg.image_size, cfg.preprocess,
-                                                                model.ctx, manifest.paths("train"), others)
+        model.patch_scores, model.patch_bank, bank = seed_bank_scores(cfg.seed_bank, cfg.image_size, cfg.preprocess,
+                                                                      model.ctx, manifest.paths("train"), others)
+        model.seed_bank = bank if cfg.seed_bank.save_bank else None
         return
     p = params()
     pc = p.settings("patchcore", dataset, manifest.category)  # the dataset's PatchCore settings, no coreset

@@ -87,9 +87,9 @@ def patch_scores(data, monkeypatch_module):
     wrn = build_backbone("wide_resnet101_2", pretrained="false", seed=SEED)
     monkeypatch_module.setattr(seed_bank, "build_backbone", lambda *a, **k: wrn)
     cfg, ctx = seed_bank.SeedBankConfig(image_size=PATCH_SIZE), RunContext(seed=SEED, pretrained="false")
-    train, _ = seed_bank.seed_bank_scores(cfg, IMAGE_SIZE, PreprocessConfig(), ctx, data["pc_train"], [])
-    test, facts = seed_bank.seed_bank_scores(cfg, IMAGE_SIZE, PreprocessConfig(), ctx, data["pc_train"][:-1],
-                                             [data["pc_test"]])
+    train, _, _ = seed_bank.seed_bank_scores(cfg, IMAGE_SIZE, PreprocessConfig(), ctx, data["pc_train"], [])
+    test, facts, _ = seed_bank.seed_bank_scores(cfg, IMAGE_SIZE, PreprocessConfig(), ctx, data["pc_train"][:-1],
+                                                [data["pc_test"]])
     with torch.inference_mode():
         emb = {split: seed_bank.patch_features(wrn, seed_bank.load_inputs(data[f"pc_{split}"], IMAGE_SIZE,
                                                                           PreprocessConfig(), PATCH_SIZE),

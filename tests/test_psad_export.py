@@ -1,6 +1,6 @@
-"""PSAD's inference graph: equal to ``PSAD.score`` (all three banks, patchcore@'s model as the
-patch bank, non-square images through the pad geometry), exported to ONNX/OpenVINO and run by
-``predict --model``; the full patch bank is refused."""
+"""PSAD's inference graph: equal to ``PSAD.score`` (all three banks, patchcore@'s model or the
+seed's PatchCore as the patch bank, non-square images through the pad geometry), exported to
+ONNX/OpenVINO and run by ``predict --model``; the full patch bank and an unsaved seed bank are refused."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.patchcore import PatchCore, PatchCoreConfig
 from ad_pipeline.methods.psad.inference import patchcore_inference
 from ad_pipeline.methods.psad.method import PSAD, PSADConfig, fit_part_segmenter, save_part_segmenter
+from ad_pipeline.methods.psad.seed_bank import BANK_FILE, SeedBankConfig, seed_bank_scores
 from ad_pipeline.segmentation.train import PSAD_FEWSHOT, SegTrainConfig
 
 
@@ -108,7 +109,7 @@ def test_graph_exports_and_predict_runs_it(fitted, tmp_path):
 
 def test_full_patch_bank_is_not_exportable(fitted):
     cfg = fitted["cfg"].model_copy(update={"patch_bank": "full"})
-    with pytest.raises(NotExportable, match=r"patch_bank: full\) is fitted inside psad@(.|\n)*fix: .*patch_bank: coreset"):
+    with pytest.raises(NotExportable, match=r"patch_bank: full\) is fitted inside psad@(.|\n)*fix: .*patch_bank: seed"):
         inference_module("psad", fitted["tmp"] / "psad", cfg, fitted["ctx"])
 
 
@@ -126,3 +127,50 @@ def test_export_stage_lists_a_configuration_without_graph(tmp_path, monkeypatch)
                                          tmp_path / "psad" / "tray", ["onnx"])
     assert (rows, reason) == ([], "NotExportable: PSAD's full patch bank is not saved")
     assert not (tmp_path / "psad").exists()
+
+
+@pytest.fixture(scope="module")
+def seed_fitted(fitted):
+    """The same PSAD with the seed's PatchCore as its patch bank (kept by psad@ with save_bank)."""
+    cfg = fitted["cfg"].model_copy(update={"patch_bank": "seed", "seed_bank": SeedBankConfig(
+        backbone="resnet18", image_size=24, num_neighbors=3, save_bank=True)})
+    method = PSAD(cfg, fitted["ctx"])
+    method.patch_scores, _, method.seed_bank = seed_bank_scores(cfg.seed_bank, cfg.image_size, cfg.preprocess,
+                                                                fitted["ctx"], fitted["train"], [fitted["test"]])
+    method.fit(fitted["train"], [])
+    method.save(fitted["tmp"] / "psad_seed")
+    return cfg, method
+
+
+def test_seed_patch_bank_graph_equals_psad_score_and_exports(seed_fitted, fitted, tmp_path):
+    cfg, method = seed_fitted
+    want = method.score(fitted["test"])
+    inference = inference_module("psad", fitted["tmp"] / "psad_seed", cfg, fitted["ctx"])
+    assert inference.inputs[1] == Geometry(32, pad_square=True, resample="bicubic", then_resize=24)
+    x = inference.load(fitted["test"])
+    assert x[1].shape == (3, 3, 24, 24)
+    maps, scores = run_images(torch_runner(inference.module), fitted["test"], inputs=inference.inputs)
+    # The p term's float32 distances: both the graph and the seed's cdist form ‖q‖² + ‖m‖² − 2qᵀm, and
+    # on these random-init features ‖q‖² is ~3000× the nearest d², so their different matmul shapes
+    # leave ~1e-4 relative cancellation noise (the graph's and cdist's own, not a formula difference)
+    np.testing.assert_allclose(scores, want.scores, rtol=2e-4, atol=0)
+    assert maps.shape == (3, 3, 3) and maps.min() > 0  # the seed's patch map: nearest distance / 10 per patch
+    p_only = inference_module("psad", fitted["tmp"] / "psad_seed", cfg.model_copy(update={"memory_type": "p"}),
+                              fitted["ctx"])
+    _, term = run_images(torch_runner(p_only.module), fitted["test"], inputs=p_only.inputs)
+    assert want.extras["p"].min() > 0.1  # the patch term scores: the check can fail
+    np.testing.assert_allclose(term, want.extras["p"], rtol=2e-4, atol=0)
+    files = export_formats(inference.module, inference.load(fitted["test"][:1]), tmp_path, installed_formats())
+    want_map, want_score = torch_runner(inference.module)(*(t.numpy() for t in x))
+    for path in files.values():
+        got_map, got_score = load_runner(path, threads=1)(*(t.numpy() for t in x))
+        np.testing.assert_allclose(got_score, want_score, rtol=1e-4, atol=1e-4)
+        assert max_rel_diff(got_map, want_map) <= 1e-4
+
+
+def test_seed_patch_bank_without_the_saved_bank_is_not_exportable(seed_fitted, fitted, tmp_path):
+    cfg, method = seed_fitted
+    method.save(tmp_path / "psad")
+    (tmp_path / "psad" / BANK_FILE).unlink()
+    with pytest.raises(NotExportable, match=r"did not keep its seed patch bank(.|\n)*fix: set psad.seed_bank.save_bank"):
+        inference_module("psad", tmp_path / "psad", cfg, fitted["ctx"])

@@ -35,8 +35,9 @@ class NotExportable(UserError):
 class Geometry:
     """How one graph input [B,3,S,S] in [0,1] is made from image files (``crop_resize_pad``):
     ``margin`` px off every side, squash to ``resize`` (PIL ``resample``) or, with ``pad_square``,
-    the longer side to ``resize`` zero-padded to a square (PSAD's), then center-crop to ``crop``
-    (None = none). The default is every method's squash (+ crop)."""
+    the longer side to ``resize`` zero-padded to a square (PSAD's), then, with ``then_resize``,
+    that square squashed again (PIL ``then_resample``: the PSAD seed's PatchCore input), then
+    center-crop to ``crop`` (None = none). The default is every method's squash (+ crop)."""
 
     resize: int
     crop: int | None = None
@@ -44,17 +45,22 @@ class Geometry:
     pad_square: bool = False
     resample: str = "bilinear"
     rounding: str = "round"  # pad_square resize: "floor" = PSAD's preprocess.rounding: floor
+    then_resize: int | None = None
+    then_resample: str = "lanczos"
 
     @property
     def size(self) -> int:
         """Side S of the square input."""
-        return self.crop or self.resize
+        return self.crop or self.then_resize or self.resize
 
     def load(self, paths: Sequence[Path]) -> torch.Tensor:
-        x = normalized_batch([crop_resize_pad(load_rgb(p), self.resize, margin=self.margin, pad_square=self.pad_square,
-                                              resample=self.resample, rounding=self.rounding) for p in paths],
-                             mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-        return x if self.crop is None or self.crop == self.resize else center_crop(x, [self.crop, self.crop])
+        images = [crop_resize_pad(load_rgb(p), self.resize, margin=self.margin, pad_square=self.pad_square,
+                                  resample=self.resample, rounding=self.rounding) for p in paths]
+        if self.then_resize is not None:
+            images = [crop_resize_pad(im, self.then_resize, pad_square=False, resample=self.then_resample)
+                      for im in images]
+        x = normalized_batch(images, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        return x if self.crop in (None, self.then_resize or self.resize) else center_crop(x, [self.crop, self.crop])
 
 
 @dataclass(frozen=True)

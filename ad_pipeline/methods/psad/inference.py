@@ -8,14 +8,15 @@ pass), which no graph op reproduces exactly, and no one input serves both branch
 ImageNet normalisation → part segmenter argmax → class histogram and composition features
 (``banks``) → standardisation → nearest-neighbour L2 distance to each stored bank (all rows at
 once, [B,N,D] differences) → adaptive scaling with the stored training references →
-+ patchcore@'s image score, scaled the same way (its whole graph, memory bank included) →
-score [B]. PSAD localises nothing itself: the map is the patch bank's PatchCore map
-[B,S',S'], or zeros [B,S,S] without one.
++ the patch bank's image score, scaled the same way → score [B]. The patch bank is patchcore@'s
+whole graph (``patch_bank: coreset``, memory bank included) or the seed's PatchCore
+(``patch_bank: seed`` with ``seed_bank.save_bank``: :class:`SeedBankGraph`, its input the
+preprocessed image Lanczos-resized as the seed does). PSAD localises nothing itself: the map is
+the patch bank's map [B,h,w], or zeros [B,S,S] without one.
 
 Banks are float32 buffers (``PSAD.score`` standardises and measures in float64): the h and c
 terms agree to ~1e-7 relative, the p term as patchcore@'s graph agrees with its dumps (~1e-5).
-Exportable only with ``patch_bank: coreset`` (or no ``p`` bank): any other patch bank is fitted
-inside ``psad@`` and not kept.
+``patch_bank: full`` (an ablation switch) is fitted inside ``psad@`` and not kept: not exportable.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from ad_pipeline.methods.base import RunContext
 from ad_pipeline.methods.psad.banks import composition_features, histogram_features
 from ad_pipeline.methods.psad.method import PSAD, PSADConfig
 from ad_pipeline.methods.psad.scaling import Standardizer, adaptive_scale
+from ad_pipeline.methods.psad.seed_bank import (BANK_FILE, SeedBankConfig, build_seed_backbone, load_bank,
+                                                patch_embedding)
 from ad_pipeline.methods.registry import get_method
 
 
@@ -41,8 +44,39 @@ def nearest_distances(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor
     return (queries[:, None, :] - bank[None]).square().sum(2).sqrt().amin(1)
 
 
+class SeedBankGraph(nn.Module):
+    """The seed's PatchCore (seed_bank.py) with its bank [M, D] as a buffer: input [B,3,s,s] in
+    [0,1] → (patch map d₁/10 [B,h,w], image score [B]) as ``image_score(knn_distances(…))``.
+    Squared distances as torch.cdist's matmul path forms them (the seed's ``knn_distances``): one
+    product of [−2q, ‖q‖², 1] with [m, 1, ‖m‖²]. Memory: [B, h·w, M] distances."""
+
+    def __init__(self, backbone: nn.Module, cfg: SeedBankConfig, bank: torch.Tensor):
+        super().__init__()
+        self.normalize = Normalize()
+        self.backbone = backbone.cpu().eval()
+        self.layers, self.pool, self.k = tuple(cfg.layers), cfg.pool, min(cfg.num_neighbors, len(bank))
+        bank = bank.float()
+        ones = torch.ones(len(bank), 1)
+        self.register_buffer("bank_augmented", torch.cat([bank, ones, bank.square().sum(1, keepdim=True)], 1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = patch_embedding(self.backbone, self.normalize(x), self.layers, self.pool)  # [B,D,h,w]
+        q = emb.flatten(2).transpose(1, 2)  # [B,P,D]
+        q = torch.cat([-2 * q, q.square().sum(2, keepdim=True), torch.ones_like(q[..., :1])], 2)
+        sq = q @ self.bank_augmented.T  # [B,P,M]
+        d = sq.clamp(min=0).sqrt().topk(self.k, dim=2, largest=False).values / 10  # [B,P,k] ascending
+        nearest = d[..., 0]  # [B,P]
+        if self.k == 1:
+            score = nearest.amax(1)
+        else:  # the patch with the largest nearest distance, re-weighted by its k distances
+            conf = d.gather(1, nearest.argmax(1)[:, None, None].expand(-1, 1, self.k))[:, 0]  # [B,k]
+            e = conf.exp()
+            score = (1 - e.amax(1) / e.sum(1)) * conf[:, 0]
+        return nearest.unflatten(1, emb.shape[-2:]), score
+
+
 class PSADInference(nn.Module):
-    def __init__(self, method: PSAD, patchcore: nn.Module | None):
+    def __init__(self, method: PSAD, patch_bank: nn.Module | None):
         super().__init__()
         cfg = method.cfg
         self.normalize = Normalize()
@@ -54,8 +88,8 @@ class PSADInference(nn.Module):
         for k in self.banks:
             for name in ("mean", "std", "bank", "ref"):
                 self.register_buffer(f"{k}_{name}", method.state[f"{k}_{name}"].float())
-        self.patchcore = patchcore.eval() if patchcore is not None else None
-        if patchcore is not None:
+        self.patch_bank = patch_bank.eval() if patch_bank is not None else None
+        if patch_bank is not None:
             self.register_buffer("p_ref", method.state["p_ref"].float())
 
     def bank_features(self, z: torch.Tensor, parts: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -76,9 +110,9 @@ class PSADInference(nn.Module):
             q = Standardizer(getattr(self, f"{k}_mean"), getattr(self, f"{k}_std"))(feats[k])
             d = nearest_distances(q, getattr(self, f"{k}_bank"))
             score = score + adaptive_scale(d, getattr(self, f"{k}_ref"), self.scale_type)
-        if self.patchcore is None:
+        if self.patch_bank is None:
             return torch.zeros_like(z[:, 0]), score
-        amap, patch = self.patchcore(x_patch)
+        amap, patch = self.patch_bank(x_patch)
         return amap, score + adaptive_scale(patch, self.p_ref, self.scale_type)
 
 
@@ -96,18 +130,36 @@ def patchcore_inference(ctx: RunContext) -> Inference:
     return inference_module("patchcore", pc_dir, cfg, ctx)
 
 
+def seed_bank_inference(model_dir: Path, cfg: PSADConfig, ctx: RunContext) -> tuple[nn.Module, Geometry]:
+    """The seed's PatchCore graph on the bank psad@ kept, and its input geometry."""
+    bank = load_bank(model_dir)
+    if bank is None:
+        raise NotExportable(f"psad@ did not keep its seed patch bank ({BANK_FILE})", path=model_dir,
+                            fix="set psad.seed_bank.save_bank: true and re-run psad@ (the bank is every train "
+                                "patch: N·h·w·D float32 on disk)")
+    sb, pre = cfg.seed_bank, cfg.preprocess
+    geometry = Geometry(cfg.image_size, margin=pre.crop, pad_square=pre.pad_square, resample=pre.resample,
+                        rounding=pre.rounding, then_resize=sb.image_size, then_resample="lanczos")
+    return SeedBankGraph(build_seed_backbone(sb, ctx), sb, bank), geometry
+
+
 def build(model_dir: Path, cfg: PSADConfig, ctx: RunContext) -> Inference:
     method = PSAD.load(model_dir, cfg, ctx)
     cfg = method.cfg  # with the part segmenter's class count and preprocessing
-    patch = None
+    patch, patch_inputs = None, ()
     if "p" in cfg.memory_type:
-        if cfg.patch_bank != "coreset":
-            raise NotExportable(f"PSAD's patch bank (patch_bank: {cfg.patch_bank}) is fitted inside psad@ and not "
-                                "saved, so it cannot be put in the graph", path=model_dir,
-                                fix="export a PSAD fitted with psad.patch_bank: coreset (patchcore@'s model)")
-        patch = patchcore_inference(ctx)
+        if cfg.patch_bank == "full":
+            raise NotExportable("PSAD's patch bank (patch_bank: full) is fitted inside psad@ and not saved, so it "
+                                "cannot be put in the graph", path=model_dir,
+                                fix="export a PSAD fitted with psad.patch_bank: seed (with seed_bank.save_bank: "
+                                    "true) or coreset (patchcore@'s model)")
+        if cfg.patch_bank == "seed":
+            patch, geometry = seed_bank_inference(model_dir, cfg, ctx)
+            patch_inputs = (geometry,)
+        else:
+            pc = patchcore_inference(ctx)
+            patch, patch_inputs = pc.module, pc.inputs
     pre = cfg.preprocess
     image = Geometry(cfg.image_size, margin=pre.crop, pad_square=pre.pad_square, resample=pre.resample,
                      rounding=pre.rounding)
-    return Inference(PSADInference(method, patch.module if patch else None), resize=cfg.image_size,
-                     inputs=(image, *(patch.inputs if patch else ())))
+    return Inference(PSADInference(method, patch), resize=cfg.image_size, inputs=(image, *patch_inputs))

@@ -37,7 +37,7 @@ from ad_pipeline.methods.psad.scaling import (
     nearest_other_distances,
 )
 from ad_pipeline.methods.psad.preprocess import PreprocessConfig, load_preprocessed, preprocess_label
-from ad_pipeline.methods.psad.seed_bank import SeedBankConfig
+from ad_pipeline.methods.psad.seed_bank import SeedBankConfig, save_bank
 from ad_pipeline.seed import seed_everything
 from ad_pipeline.segmentation.models import CoordSegmenter, ResidualCoordSegmenter
 from ad_pipeline.segmentation.train import (
@@ -238,6 +238,7 @@ class PSAD(AnomalyMethod):
         self.segmenter: CoordSegmenter | None = None
         self.patch_scores: dict[str, float] = {}
         self.patch_bank: dict[str, Any] = {}  # where patch_scores came from (set by the stage)
+        self.seed_bank: torch.Tensor | None = None  # patch_bank: seed with save_bank: its bank [M, D], saved
         self.normal_images: list[str] = []  # the train images in the banks
         self.state: dict[str, torch.Tensor] = {}
 
@@ -317,6 +318,8 @@ class PSAD(AnomalyMethod):
     def save(self, model_dir: Path) -> None:
         Path(model_dir).mkdir(parents=True, exist_ok=True)
         torch.save(self.state, Path(model_dir) / "psad_banks.pth")
+        if self.seed_bank is not None:
+            save_bank(model_dir, self.seed_bank)
 
     @classmethod
     def load(cls, model_dir: Path, cfg: PSADConfig, ctx: RunContext) -> PSAD:
