@@ -12,12 +12,9 @@ reference teacher checkpoints.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from torch import nn
 
-ModelSize = Literal["small", "medium"]
-TEACHER_CHANNELS = 384  # the student has twice as many: teacher-imitating half + AE-imitating half
+from ad_pipeline.components.student_teacher.sizes import TEACHER_CHANNELS, ModelSize
 
 
 class PDN(nn.Sequential):

@@ -1,6 +1,6 @@
 """EfficientAD's params sections that need no model code: ``TeacherConfig`` (the
 ``efficientad_teacher`` stage). Imported by the params schema, so it imports pydantic and the PDN's
-two constants only."""
+two constants (``student_teacher/sizes.py``) only."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ad_pipeline.components.student_teacher.pdn import TEACHER_CHANNELS, ModelSize
+from ad_pipeline.components.student_teacher.sizes import TEACHER_CHANNELS, ModelSize
 from ad_pipeline.methods.base import MethodConfig
 
 
