@@ -34,7 +34,7 @@ class PatchCoreConfig(MethodConfig):
     as faiss returns them in the reference; image score = max patch score, or the paper's
     re-weighted max with ``reweight`` (over ``reweight_neighbors`` = b neighbours). Maps: bilinear
     to ``image_size`` then Gaussian ``gaussian_sigma`` (pixels). ``knn_backend``: exact search as in
-    ``components.knn`` ("pruned" is ~4x faster on real CNN features, see bench/patchcore.py).
+    ``components.knn`` ("pruned": ~2.3x faiss on real CNN features, bench/patchcore.py).
     ``backbone``/``device`` None → run context.
 
     Switches restoring the reference's behaviour (docs/parity.md): ``coreset_rng="global"`` draws
