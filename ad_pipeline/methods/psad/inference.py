@@ -21,6 +21,7 @@ terms agree to ~1e-7 relative, the p term as patchcore@'s graph agrees with its 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -137,10 +138,16 @@ def seed_bank_inference(model_dir: Path, cfg: PSADConfig, ctx: RunContext) -> tu
         raise NotExportable(f"psad@ did not keep its seed patch bank ({BANK_FILE})", path=model_dir,
                             fix="set psad.seed_bank.save_bank: true and re-run psad@ (the bank is every train "
                                 "patch: N·h·w·D float32 on disk)")
-    sb, pre = cfg.seed_bank, cfg.preprocess
-    geometry = Geometry(cfg.image_size, margin=pre.crop, pad_square=pre.pad_square, resample=pre.resample,
-                        rounding=pre.rounding, then_resize=sb.image_size, then_resample="lanczos")
+    sb = cfg.seed_bank
+    geometry = replace(preprocess_geometry(cfg), then_resize=sb.image_size, then_resample="lanczos")
     return SeedBankGraph(build_seed_backbone(sb, ctx), sb, bank), geometry
+
+
+def preprocess_geometry(cfg: PSADConfig) -> Geometry:
+    """PSAD's ``preprocess`` (margin crop, longer side to ``image_size``, zero-padded) as an input geometry."""
+    pre = cfg.preprocess
+    return Geometry(cfg.image_size, margin=pre.crop, pad_square=pre.pad_square, resample=pre.resample,
+                    rounding=pre.rounding)
 
 
 def build(model_dir: Path, cfg: PSADConfig, ctx: RunContext) -> Inference:
@@ -159,7 +166,5 @@ def build(model_dir: Path, cfg: PSADConfig, ctx: RunContext) -> Inference:
         else:
             pc = patchcore_inference(ctx)
             patch, patch_inputs = pc.module, pc.inputs
-    pre = cfg.preprocess
-    image = Geometry(cfg.image_size, margin=pre.crop, pad_square=pre.pad_square, resample=pre.resample,
-                     rounding=pre.rounding)
-    return Inference(PSADInference(method, patch), resize=cfg.image_size, inputs=(image, *patch_inputs))
+    return Inference(PSADInference(method, patch), resize=cfg.image_size,
+                     inputs=(preprocess_geometry(cfg), *patch_inputs))
