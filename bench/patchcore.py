@@ -1,5 +1,5 @@
 """PatchCore speed: greedy coreset (fast vs the literal loop) and exact kNN (faiss brute force vs
-torch chunks vs principal-subspace pruning).
+torch chunks vs principal-subspace pruning, its bound in bfloat16 where the CPU has it and in float32).
 
     python bench/patchcore.py [--quick] [--official /path/to/patchcore-inspection]
 
@@ -89,10 +89,16 @@ def _compare_pruned_with_faiss(bank: torch.Tensor, queries: torch.Tensor) -> dic
     t_pruned = time.perf_counter() - t0
     differ = i[:, 0] != ref_i[:, 0]
     scale = REL_TOL * (queries.square().sum(1) + bank.square().sum(1).max())
-    return {"seconds": t_pruned, "build_seconds": t_build, "faiss_seconds": t_faiss,
-            "pruned_fraction": index.stats.pruned_fraction,
-            "same_idx": int((~differ).sum()), "near_ties": int((differ & ((d - ref_d)[:, 0].abs() <= scale)).sum()),
-            "queries": len(queries), "faiss_idx": ref_i[:, 0].tolist()} | _anomalib_scoring(bank, queries, ref_i[:, 0])
+    bound = {"bound_dtype": str(index.bound_dtype).removeprefix("torch.")}
+    if index.bound_dtype != torch.float32:  # the float32 bound beside it, same process
+        t0 = time.perf_counter()
+        _, i32 = PrunedKnnIndex(bank, bound_dtype="float32").search(queries, 1)
+        bound |= {"float32_bound_seconds": time.perf_counter() - t0, "float32_bound_same_idx": int((i32 == i).sum())}
+    near_ties = int((differ & ((d - ref_d)[:, 0].abs() <= scale)).sum())
+    return bound | {"seconds": t_pruned, "build_seconds": t_build, "faiss_seconds": t_faiss,
+                    "pruned_fraction": index.stats.pruned_fraction, "same_idx": int((~differ).sum()),
+                    "near_ties": near_ties, "queries": len(queries),
+                    "faiss_idx": ref_i[:, 0].tolist()} | _anomalib_scoring(bank, queries, ref_i[:, 0])
 
 
 def _anomalib_scoring(bank: torch.Tensor, queries: torch.Tensor, faiss_idx: torch.Tensor) -> dict:
@@ -247,6 +253,10 @@ def main() -> None:
             speedup_vs_faiss=round(res["faiss_seconds"] / res["seconds"], 2),
             speedup_vs_134s=round(134 / (res["seconds"] * 200 * 784 / res["queries"]), 2),
             build_s=round(res["build_seconds"], 2),  # included in seconds: the index is built once per model
+            bound=res["bound_dtype"],
+            **({"float32_bound_s": round(res["float32_bound_seconds"], 2),
+                "float32_bound_same_idx": f"{res['float32_bound_same_idx']}/{res['queries']}"}
+               if "float32_bound_seconds" in res else {}),
             **({"speedup_vs_anomalib": round(res["anomalib_seconds"] / res["seconds"], 2),
                 "search_speedup_vs_anomalib": round(res["anomalib_seconds"] / (res["seconds"] - res["build_seconds"]), 2)}
                if "anomalib_seconds" in res else {}),

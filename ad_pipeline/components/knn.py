@@ -24,11 +24,21 @@ of the chunk are then one dense product with the union of its candidates, or wit
 when that union is a large part of it (features without low-dimensional structure, e.g. white
 noise, get no pruning and cost the brute force plus the (d+1)/D bound work).
 
-The bound products and the exact ones take ‖m‖² inside the matrix product (rows [−2m, ‖m‖²],
-queries [q, 1]), so no [B, M] bias block is copied. Defaults (192 dims, one probe row, groups of
-16 queries, 8M-element bound blocks) are the fastest of sweeps on the real bottle bank
-(efficientnet_lite0, 20k×1024, 2 threads): fewer dims prune less, more dims cost more bound work
-than they save; more pivots or a finer query order did not shrink the group unions.
+The bound products and the exact ones take the squared norms inside the matrix product (rows
+[−2m, ‖m‖²], queries [q, 1]), so no [B, M] bias block is copied. Defaults (192 dims, one probe
+row, groups of 16 queries, 8M-element bound blocks) are the fastest of sweeps on the real bottle
+bank (efficientnet_lite0, 20k×1024, 2 threads): fewer dims prune less, more dims cost more bound
+work than they save; more pivots or a finer query order did not shrink the group unions.
+
+The [B, M] bound product is the largest cost; ``bound_dtype="bfloat16"`` (the "auto" choice on CPUs
+with bfloat16 dot-product instructions) runs it ~2.4x faster and stays exact. With q̃', m̃' the
+lifted vectors rounded to bfloat16, δ_q = ‖q̃' − q̃‖ and δ = the bank's largest ‖m̃' − m̃‖ (both
+measured), a k-nearest row m has ‖q̃' − m̃'‖ ≤ ‖q̃ − m̃‖ + δ_q + δ ≤ √upper + δ_q + δ (triangle
+inequality). Products of bfloat16 numbers are exact in float32 and oneDNN sums them in float32 (the
+REL_TOL margin covers that sum, as for float32 inputs; squared norms enter as bfloat16 hi + lo pairs,
+exact to 2⁻¹⁶), and rounding the sum to bfloat16 is monotone: so the bfloat16 bound of every
+k-nearest row is at most (√upper + δ_q + δ)² rounded up to bfloat16. On the real bottle bank
+that keeps ~20 % more candidates per query and saves ~35 % of the search time.
 """
 
 from __future__ import annotations
@@ -149,17 +159,20 @@ class PrunedKnnIndex(KnnIndex):
     """Exact squared-L2 kNN over ``bank`` [M, D] (float32, CPU or GPU) with principal-subspace
     pruning (see the module docstring).
 
-    Building costs one [D, D] covariance and its (float64) eigendecomposition. Memory: the bank,
-    the lifted bank [M, d+1], and per query chunk a [chunk, M] bound block plus the dense block
-    against the chunk's candidate union (chunk = max(1, chunk_elements // M)).
+    Building costs one [D, D] covariance and its (float64) eigendecomposition. Memory: the bank
+    twice (as given and augmented, [M, D+1]), the bound rows [M, d+5] in the bound dtype, and per
+    query chunk a [chunk, M] bound block plus the dense block against the chunk's candidate union
+    (chunk = max(1, chunk_elements // M)).
     """
 
     kind = "pruned"
 
     def __init__(self, bank: torch.Tensor, dims: int = 192, *, probe: int = 1, pivots: int = 256, group: int = 16,
-                 max_union_fraction: float = 0.5, chunk_elements: int = PRUNED_CHUNK_ELEMENTS, seed: int = 0):
+                 max_union_fraction: float = 0.5, chunk_elements: int = PRUNED_CHUNK_ELEMENTS,
+                 bound_dtype: str = "auto", seed: int = 0):
         super().__init__(bank, dims=dims, probe=probe, pivots=pivots, group=group,
-                         max_union_fraction=max_union_fraction, chunk_elements=chunk_elements, seed=seed)
+                         max_union_fraction=max_union_fraction, chunk_elements=chunk_elements,
+                         bound_dtype=bound_dtype, seed=seed)
         self.bank_sq = (self.bank * self.bank).sum(dim=1)
         self.augmented_bank = _augment_rows(self.bank, self.bank_sq)  # [M, D+1]
         self.probe = probe
@@ -170,11 +183,14 @@ class PrunedKnnIndex(KnnIndex):
         centred = self.bank - self.mean
         eigvecs = torch.linalg.eigh((centred.T @ centred).double()).eigenvectors  # ascending eigenvalues
         self.basis = eigvecs[:, -min(dims, self.bank.shape[1]):].float().contiguous()  # [D, d]
-        self.lifted_bank = self.lift(self.bank)  # [M, d+1]
-        self.lifted_sq = (self.lifted_bank * self.lifted_bank).sum(dim=1)
-        self.augmented_lifted = _augment_rows(self.lifted_bank, self.lifted_sq)  # [M, d+2]
+        lifted_bank = self.lift(self.bank)  # [M, d+1]
+        self.lifted_norm_max = float(torch.linalg.vector_norm(lifted_bank, dim=1).max())
+        self.bound_dtype = _resolve_bound_dtype(bound_dtype, self.bank.device)
+        rounded = lifted_bank.to(self.bound_dtype)
+        self.bank_rounding = float(torch.linalg.vector_norm(rounded.float() - lifted_bank, dim=1).max())
+        self.bound_bank = _bound_rows(rounded)  # [M, d+5]
         rows = np.random.default_rng(seed).choice(len(self.bank), min(pivots, len(self.bank)), replace=False)
-        self.pivots = self.lifted_bank[torch.from_numpy(np.sort(rows)).to(self.bank.device)]
+        self.pivots = lifted_bank[torch.from_numpy(np.sort(rows)).to(self.bank.device)]
         self.stats = PruningStats()
         self._flat: KnnIndex | None = None  # brute-force index, built on the first fallback
 
@@ -210,20 +226,21 @@ class PrunedKnnIndex(KnnIndex):
     def _search_chunk(self, q: torch.Tensor, q_lifted: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """k nearest of one query chunk, and the number of exact (query, row) distances computed.
 
-        Per-query constants (‖q‖², ‖q̃‖²) are added after top-k or moved into the threshold, which
-        saves full passes over the [B, M] blocks without changing any order."""
+        ‖q‖² is added to the exact distances after top-k, which saves a pass over the dense blocks
+        without changing any order."""
         m = self.bank.shape[0]
         q_sq = (q * q).sum(dim=1, keepdim=True)
-        q_lifted_sq = (q_lifted * q_lifted).sum(dim=1)
-        lower = _augment_queries(q_lifted) @ self.augmented_lifted.T  # [B, M]: bound − ‖q̃‖²
+        rounded = q_lifted.to(self.bound_dtype)
+        lower = _order_keys(_bound_queries(rounded) @ self.bound_bank.T)  # [B, M] lifted bound
         t = min(max(self.probe, k), m)
-        probe = lower.argmin(dim=1, keepdim=True) if t == 1 else torch.topk(lower, t, dim=1, largest=False).indices
+        probe = _row_argmin(lower)[:, None] if t == 1 else torch.topk(lower, t, dim=1, largest=False).indices
         probe_rows = self.bank.index_select(0, probe.flatten()).unflatten(0, probe.shape)  # [B, t, D]
         probed = torch.baddbmm(q_sq[:, :, None] + self.bank_sq[probe][:, :, None], probe_rows, q[:, :, None],
                                alpha=-2)[:, :, 0]
         upper = torch.topk(probed, k, dim=1, largest=False).values[:, -1]  # >= each query's k-th distance
-        margin = REL_TOL * (q_lifted_sq + self.lifted_sq.max())
-        candidate = lower <= (upper + margin - q_lifted_sq)[:, None]  # [B, M]: holds every query's k nearest
+        q_rounding = torch.linalg.vector_norm(rounded.float() - q_lifted, dim=1)
+        threshold = _order_keys(self._threshold(upper, q_lifted, q_rounding))
+        candidate = lower <= threshold[:, None]  # [B, M]: holds every query's k nearest
         dist = torch.empty(len(q), k, device=q.device)
         idx = torch.empty(len(q), k, dtype=torch.long, device=q.device)
         unprunable, exact_pairs = [], 0
@@ -244,6 +261,14 @@ class PrunedKnnIndex(KnnIndex):
             dist[rows], idx[rows] = self._brute_force(q[rows], k)
             exact_pairs += len(rows) * m
         return dist, idx, exact_pairs
+
+    def _threshold(self, upper: torch.Tensor, q_lifted: torch.Tensor, q_rounding: torch.Tensor) -> torch.Tensor:
+        """[B] squared distances ``upper`` (>= each query's k-th nearest), lifted queries [B, d+1] and
+        their rounding errors ‖q̃' − q̃‖ [B] -> [B] bound threshold (bound dtype) that no k-nearest
+        row's computed bound exceeds (derivation in the module docstring)."""
+        margin = REL_TOL * (q_lifted.square().sum(dim=1) + self.lifted_norm_max ** 2)
+        reach = (upper + margin).clamp_(min=0).sqrt_() + q_rounding + self.bank_rounding
+        return _round_up(reach.square_() + margin, self.bound_dtype)
 
     def _group_unions(self, candidate: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """[B, M] bool -> per group of ``group`` consecutive queries, the bank rows [U_g] that are a
@@ -272,6 +297,70 @@ def _augment_rows(rows: torch.Tensor, sq: torch.Tensor) -> torch.Tensor:
 def _augment_queries(q: torch.Tensor) -> torch.Tensor:
     """[B, E] -> [B, E+1] = [q, 1]."""
     return torch.cat([q, q.new_ones(len(q), 1)], dim=1)
+
+
+def _bound_rows(lifted: torch.Tensor) -> torch.Tensor:
+    """[M, E] lifted rows m̃ (in the bound dtype) -> [M, E+4] = [−2m̃, split ‖m̃‖², 1, 1]."""
+    return torch.cat([-2 * lifted, _split_sq(lifted), lifted.new_ones(len(lifted), 2)], dim=1).contiguous()
+
+
+def _bound_queries(lifted: torch.Tensor) -> torch.Tensor:
+    """[B, E] lifted queries q̃ (in the bound dtype) -> [B, E+4] = [q̃, 1, 1, split ‖q̃‖²]: with
+    ``_bound_rows`` one product gives ‖q̃ − m̃‖²."""
+    return torch.cat([lifted, lifted.new_ones(len(lifted), 2), _split_sq(lifted)], dim=1)
+
+
+def _split_sq(x: torch.Tensor) -> torch.Tensor:
+    """[N, E] -> [N, 2]: ‖x‖² (summed in float32) as hi + lo in x's dtype, equal to it within
+    roundoff² (for float32, lo = 0)."""
+    sq = x.float().square().sum(dim=1)
+    hi = sq.to(x.dtype)
+    return torch.stack([hi, (sq - hi.float()).to(x.dtype)], dim=1)
+
+
+def _resolve_bound_dtype(name: str, device: torch.device) -> torch.dtype:
+    """"auto": bfloat16 on CPUs with bfloat16 dot-product instructions (AVX512-BF16 / AMX; ~2.4x the
+    float32 matrix-product rate measured on an EPYC), float32 elsewhere (GPUs included: cuBLAS may
+    reduce bfloat16 products in reduced precision, which the threshold does not account for)."""
+    if name == "auto":
+        fast = device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        return torch.bfloat16 if fast else torch.float32
+    if name not in ("float32", "bfloat16"):
+        raise ValueError(f"bound_dtype must be auto, float32 or bfloat16, got {name!r}")
+    return getattr(torch, name)
+
+
+def _row_argmin(keys: torch.Tensor, sets: int = 16) -> torch.Tensor:
+    """[B, M] integer keys -> [B] column of each row's minimum. Hand-written because torch's integer
+    argmin over a wide row is not vectorised (~20x slower than ``amin``, measured): the elementwise
+    min over ``sets`` strided column sets (j, j + w, j + 2w, ...) picks the set, then an argmin over
+    its ``sets`` columns the column; columns past sets·w are checked on their own."""
+    rows, m = keys.shape
+    width = m // sets
+    if width == 0:
+        return keys.argmin(dim=1)
+    j = keys[:, :sets * width].view(rows, sets, width).amin(dim=1).argmin(dim=1)
+    columns = j[:, None] + width * torch.arange(sets, device=keys.device)  # [B, sets]
+    best = columns.gather(1, keys.gather(1, columns).argmin(dim=1, keepdim=True))[:, 0]
+    if sets * width < m:
+        tail = keys[:, sets * width:].argmin(dim=1) + sets * width
+        tail_wins = keys.gather(1, tail[:, None])[:, 0] < keys.gather(1, best[:, None])[:, 0]
+        best = torch.where(tail_wins, tail, best)
+    return best
+
+
+def _round_up(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """float32 x -> the nearest value >= x representable in ``dtype``."""
+    rounded = x.to(dtype)
+    return torch.where(rounded.float() < x, torch.nextafter(rounded, rounded.new_tensor(float("inf"))), rounded)
+
+
+def _order_keys(x: torch.Tensor) -> torch.Tensor:
+    """Floats viewed as same-width signed integers, whose comparisons and argmin run ~2x faster on CPU
+    (bfloat16's ~6x). For x >= 0 the integer order is the float order, and every negative x (a bound
+    rounded below 0) sorts below them: so ``keys <= key(t)`` equals ``x <= t`` for any t >= 0, and
+    argmin still picks a row of smallest or negative bound (any row is a valid probe)."""
+    return x.view({torch.float32: torch.int32, torch.bfloat16: torch.int16}[x.dtype])
 
 
 INDEXES: dict[str, type[KnnIndex]] = {"torch": TorchKnnIndex, "faiss": FaissKnnIndex, "pruned": PrunedKnnIndex}
