@@ -105,11 +105,16 @@ def test_round_up_gives_the_nearest_value_not_below():
     assert torch.equal(knn._round_up(x, torch.float32), x)
 
 
-def test_bound_dtype_auto_follows_the_cpu_and_rejects_unknown_names(monkeypatch):
+def test_bound_dtype_auto_follows_the_cpu_and_its_onednn_cap_and_rejects_unknown_names(monkeypatch):
     bank = torch.randn(50, 8, generator=torch.Generator().manual_seed(7))
-    for avx512_bf16, expected in ((True, torch.bfloat16), (False, torch.float32)):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    for avx512_bf16, isa_cap, expected in ((True, None, torch.bfloat16), (False, None, torch.float32),
+                                           (True, "AVX2", torch.float32), (True, "avx512_core_bf16", torch.bfloat16)):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
-        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        if isa_cap is None:
+            monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+        else:
+            monkeypatch.setenv("DNNL_MAX_CPU_ISA", isa_cap)
         assert PrunedKnnIndex(bank, dims=4).bound_dtype == expected
     with pytest.raises(ValueError, match="bound_dtype must be auto, float32 or bfloat16, got 'float16'"):
         PrunedKnnIndex(bank, dims=4, bound_dtype="float16")

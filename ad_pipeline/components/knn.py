@@ -44,6 +44,7 @@ that keeps ~20 % more candidates per query and saves ~35 % of the search time.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -321,13 +322,19 @@ def _split_sq(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([hi, (sq - hi.float()).to(x.dtype)], dim=1)
 
 
+ONEDNN_ISAS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
 def _resolve_bound_dtype(name: str, device: torch.device) -> torch.dtype:
     """"auto": bfloat16 on CPUs with bfloat16 dot-product instructions (AVX512-BF16 / AMX; ~2.4x the
-    float32 matrix-product rate measured on an EPYC), float32 elsewhere (GPUs included: cuBLAS may
-    reduce bfloat16 products in reduced precision, which the threshold does not account for)."""
+    float32 matrix-product rate measured on an EPYC) unless ``DNNL_MAX_CPU_ISA`` keeps oneDNN below
+    them (the portable numerics profile caps it at AVX2: bfloat16 products then run ~20x slower than
+    float32, measured), float32 elsewhere (GPUs included: cuBLAS may reduce bfloat16 products in
+    reduced precision, which the threshold does not account for)."""
     if name == "auto":
-        fast = device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-        return torch.bfloat16 if fast else torch.float32
+        hardware = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        capped = os.environ.get("DNNL_MAX_CPU_ISA", "").upper() in ONEDNN_ISAS_WITHOUT_BF16
+        return torch.bfloat16 if device.type == "cpu" and hardware and not capped else torch.float32
     if name not in ("float32", "bfloat16"):
         raise ValueError(f"bound_dtype must be auto, float32 or bfloat16, got {name!r}")
     return getattr(torch, name)
